@@ -1,0 +1,90 @@
+"""The ``certopt`` command: ``certopt demo | train | lipschitz | ot``.
+
+Each module plugs in through ``certopt/<module>/_cli.py``, which defines
+
+* ``add_command(subparsers)``: registers its sub-command (``train``,
+  ``lipschitz`` or ``ot``) with ``set_defaults(handler=function(args) -> int)``;
+* ``demo(plot: bool) -> None``: one short end-to-end job that prints the
+  answer and its certificate.
+
+Errors of certopt's own types are printed as ``certopt: error: ...`` with exit
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+from types import ModuleType
+
+from certopt import __version__
+from certopt.core.errors import CertoptError
+
+MODULES: tuple[tuple[str, str], ...] = (
+    ("convexnn", "global training of a two-layer ReLU network"),
+    ("sdp", "certified Lipschitz bound of a torch network"),
+    ("ot", "optimal transport with a dual certificate"),
+)
+
+
+def _plugin(module: str) -> ModuleType | None:
+    """The module's CLI plug-in, or None while that module has none yet."""
+    name = f"certopt.{module}._cli"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name in (name, f"certopt.{module}"):
+            return None
+        raise
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    for module, title in MODULES:
+        if args.only and module != args.only:
+            continue
+        print(f"== certopt.{module}: {title}")
+        plugin = _plugin(module)
+        if plugin is None:
+            print("   (this module is not available yet)\n")
+            continue
+        start = time.perf_counter()
+        plugin.demo(plot=args.plot)
+        print(f"   [{time.perf_counter() - start:.1f} s]\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certopt",
+        description="Convex and global-optimality solvers with certificates.",
+    )
+    parser.add_argument("--version", action="version", version=f"certopt {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser("demo", help="run one short certified job per module")
+    demo.add_argument("--only", choices=[m for m, _ in MODULES], help="run one module's demo")
+    demo.add_argument("--plot", action="store_true",
+                      help="also save figures (PNG) in the current directory")
+    demo.set_defaults(handler=_run_demo)
+    for module, _ in MODULES:
+        plugin = _plugin(module)
+        if plugin is not None:
+            plugin.add_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``certopt`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except CertoptError as exc:
+        print(f"certopt: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Global training of two-layer ReLU networks by convex programs."""

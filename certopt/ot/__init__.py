@@ -1,0 +1,1 @@
+"""Optimal transport with dual certificates."""
