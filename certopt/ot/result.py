@@ -1,0 +1,87 @@
+"""The result every OT solver returns: plan, potentials and certificate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from certopt.core.arrays import ArrayLike
+from certopt.core.result import SolverResult, Status, duality_gap
+from certopt.ot.problem import TransportProblem
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransportResult(SolverResult):
+    """A transport plan and the evidence of its quality.
+
+    ``objective`` is the solver's regularised primal objective at ``plan``
+    (``cost`` plus the regulariser); ``bound`` (alias ``dual_value``) is a
+    dual value, a lower bound on the optimal objective by weak duality;
+    ``gap = objective - bound``.  ``residuals`` holds
+    ``source_marginal = ||T 1 - a||_1`` and ``target_marginal = ||T^T 1 - b||_1``.
+
+    Attributes
+    ----------
+    plan : (n, m) array, same kind, dtype and device as the input ``C``.
+    cost : <C, plan>.
+    potentials : dual potentials ``(f, g)`` ((n,), (m,)); ``g`` is None for
+        semi-dual solvers.
+    """
+
+    plan: ArrayLike
+    cost: float
+    potentials: tuple[ArrayLike, ArrayLike | None]
+
+    @property
+    def dual_value(self) -> float:
+        """The dual objective value (lower bound on the optimum)."""
+        return self.bound
+
+    @property
+    def marginal_error(self) -> float:
+        """max(||T 1 - a||_1, ||T^T 1 - b||_1)."""
+        return max(self.residuals["source_marginal"], self.residuals["target_marginal"])
+
+
+def make_result(
+    problem: TransportProblem,
+    plan: torch.Tensor,
+    *,
+    regulariser: float,
+    dual_value: float,
+    potentials: tuple[torch.Tensor, torch.Tensor | None],
+    status: Status,
+    n_iter: int,
+    solve_time: float,
+    history: Mapping[str, list[float]] | None = None,
+    extra: Mapping[str, float] | None = None,
+) -> TransportResult:
+    """Assemble a :class:`TransportResult` from a solver's torch outputs.
+
+    ``regulariser`` is the value of the regularisation term at ``plan``, so
+    ``objective = <C, plan> + regulariser``.  Residuals are measured here, on
+    the returned plan, never taken from the solver's internal state.
+    ``extra`` adds named residuals (e.g. ``max_column_nnz``).
+    """
+    cost = problem.cost(plan)
+    objective = cost + float(regulariser)
+    residuals = problem.marginal_errors(plan)
+    if extra:
+        residuals.update({k: float(v) for k, v in extra.items()})
+    wrap = problem.spec.wrap
+    f, g = potentials
+    return TransportResult(
+        plan=wrap(plan),
+        cost=cost,
+        objective=objective,
+        bound=float(dual_value),
+        gap=duality_gap(objective, float(dual_value)),
+        potentials=(wrap(f), None if g is None else wrap(g)),
+        status=status,
+        residuals=residuals,
+        n_iter=int(n_iter),
+        solve_time=float(solve_time),
+        history=dict(history or {}),
+    )
