@@ -1,0 +1,299 @@
+"""The straight-line program every network is compiled to (math note, section 8).
+
+A network ``f`` is described by its *state*
+
+    ξ = (x, φ_1, …, φ_S),
+
+a list of **segments**: segment 0 is the input ``x`` (size ``n_0``) and
+segment ``s >= 1`` is the output ``φ_s`` of activation stage ``s``.  Every
+vector the network computes (a pre-activation, a residual sum, the output)
+is a *linear* function of the state, held as a :class:`LinearExpr`: a map
+``segment index -> float64 matrix`` (rows = the quantity's dimension,
+columns = the segment's size).  Biases are dropped: they cancel in every
+difference ``f(x) - f(y)`` and never change a Lipschitz constant.
+
+A :class:`Stage` ``s`` has a pre-activation expression ``c_s`` (over
+segments ``< s`` only, skips allowed) and a :class:`QuadraticConstraint`
+describing the activation ``φ_s = act(c_s)``: a quadratic form in
+``(Δc_s, Δφ_s)``, weighted by nonnegative (or free) multipliers, that is
+``>= 0`` for every pair of inputs.  The program's output is ``f = A_out ξ``.
+
+LipSDP (sections 1, 5, 8) then asks for multipliers making
+
+    M = diag(γ) on the x block − A_outᵀA_out − Σ_s [C_s; E_s]ᵀ S_s [C_s; E_s]  ⪰ 0,
+
+where ``C_s`` is ``c_s`` as a row-block matrix over the state, ``E_s``
+selects segment ``s`` and ``S_s`` is the stage's weighted QC matrix
+(:class:`QCForm`).  ℓ2: ``γ = ρ·1`` and ``L_2(f) <= √ρ``; ℓ∞ input:
+``L_{∞→2}(f) <= √(Σγ)``.  :mod:`certopt.sdp.lmi` builds ``M`` block by block.
+
+Adding a QC type (e.g. a GroupSort group constraint) means subclassing
+:class:`QuadraticConstraint`: declare its multipliers (:meth:`~QuadraticConstraint.cvx_multipliers`)
+and return its weighted matrix in ``(c, φ)`` coordinates (:meth:`~QuadraticConstraint.form`)
+for cvxpy variables, numpy arrays or torch tensors.  Nothing in the LMI code
+changes.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import cvxpy as cp
+import numpy as np
+
+from certopt.core.errors import InputValueError
+
+Block = Any
+"""A QC block: ``None`` (zero), a 1-D vector (a diagonal matrix) or a 2-D matrix,
+as a numpy array, a torch tensor or a cvxpy expression."""
+
+Multiply = Callable[[Any, Any], Any]
+"""Elementwise product for the backend at hand (``cp.multiply`` or ``operator.mul``)."""
+
+
+@dataclass(frozen=True, eq=False)
+class LinearExpr:
+    """A quantity computed by the network, as a linear function of the state.
+
+    ``value = Σ_k terms[k] @ ξ_k``; ``terms[k]`` has shape ``(dim, size_k)``.
+    ``shape`` is the quantity's tensor shape without the batch axis
+    (row-major flattening gives ``dim``), so rules for ``Flatten`` or
+    ``Conv2d`` know the layout.
+    """
+
+    shape: tuple[int, ...]
+    terms: Mapping[int, np.ndarray]
+
+    @property
+    def dim(self) -> int:
+        """Number of scalar entries of the quantity."""
+        return math.prod(self.shape)
+
+    @property
+    def segments(self) -> tuple[int, ...]:
+        """Segments this quantity depends on, in increasing order."""
+        return tuple(sorted(self.terms))
+
+    @staticmethod
+    def identity(segment: int, shape: Sequence[int]) -> LinearExpr:
+        """The expression equal to segment ``segment`` itself."""
+        shape = tuple(int(s) for s in shape)
+        return LinearExpr(shape, {segment: np.eye(math.prod(shape))})
+
+    def left_multiply(self, matrix: np.ndarray, shape: Sequence[int] | None = None
+                      ) -> LinearExpr:
+        """``matrix @ self`` (a linear layer without bias); new ``shape`` optional."""
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
+            raise InputValueError(
+                f"matrix: expected shape (*, {self.dim}), got {tuple(matrix.shape)}"
+            )
+        new_shape = (matrix.shape[0],) if shape is None else tuple(shape)
+        return LinearExpr(new_shape, {k: matrix @ block for k, block in self.terms.items()})
+
+    def reshape(self, shape: Sequence[int]) -> LinearExpr:
+        """The same entries, viewed with another (row-major) shape."""
+        shape = tuple(int(s) for s in shape)
+        if math.prod(shape) != self.dim:
+            raise InputValueError(f"shape: cannot view {self.shape} as {shape}")
+        return LinearExpr(shape, self.terms)
+
+    def rows(self, index: Sequence[int] | np.ndarray) -> LinearExpr:
+        """The entries ``index`` of the (flattened) quantity, as a 1-D quantity."""
+        index = np.asarray(index, dtype=np.int64)
+        return LinearExpr((len(index),), {k: b[index] for k, b in self.terms.items()})
+
+    def __add__(self, other: LinearExpr) -> LinearExpr:
+        if not isinstance(other, LinearExpr):
+            return NotImplemented
+        if other.dim != self.dim:
+            raise InputValueError(f"cannot add quantities of shapes {self.shape} and {other.shape}")
+        terms = dict(self.terms)
+        for k, block in other.terms.items():
+            terms[k] = terms[k] + block if k in terms else block
+        return LinearExpr(self.shape, terms)
+
+    def __mul__(self, scale: float) -> LinearExpr:
+        return LinearExpr(self.shape, {k: float(scale) * b for k, b in self.terms.items()})
+
+    __rmul__ = __mul__
+
+
+class QCForm(NamedTuple):
+    """A weighted QC as a symmetric matrix in ``(c, φ)`` coordinates.
+
+    The quadratic form is ``Δcᵀ pre_pre Δc + 2 Δcᵀ pre_out Δφ + Δφᵀ out_out Δφ``
+    (``>= 0`` for every pair of inputs when the multipliers are admissible).
+    Each block is ``None`` (zero), a 1-D vector (a diagonal matrix; for
+    ``pre_out`` only when ``dim c == dim φ``) or a 2-D matrix.
+    """
+
+    pre_pre: Block
+    pre_out: Block
+    out_out: Block
+
+
+class QuadraticConstraint(ABC):
+    """Incremental quadratic constraints of one activation stage.
+
+    Subclasses define the stage's sizes, its Lipschitz ``gain`` (used by the
+    naive bound), its multipliers and its weighted form.
+    """
+
+    pre_dim: int
+    """Dimension of the pre-activation ``c``."""
+    size: int
+    """Dimension of the output ``φ`` (the new segment)."""
+    gain: float
+    """A Lipschitz constant of ``c ↦ φ`` in ℓ2 (e.g. ``max(|α|, |β|)``)."""
+
+    @abstractmethod
+    def cvx_multipliers(self, name: str) -> tuple[dict[str, cp.Expression], list[cp.Constraint]]:
+        """cvxpy variables for the multipliers (keyed by name) and their constraints."""
+
+    @abstractmethod
+    def form(self, multipliers: Mapping[str, Any], multiply: Multiply) -> QCForm:
+        """The weighted QC for these multipliers (cvxpy, numpy or torch values)."""
+
+    @abstractmethod
+    def project(self, multipliers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Nearest admissible multipliers (e.g. clip to ``>= 0``), as float64 arrays."""
+
+
+class SlopeRestricted(QuadraticConstraint):
+    """Elementwise activation with slopes in ``[alpha_i, beta_i]`` (section 1).
+
+    QC per neuron, multiplier ``t_i >= 0``:
+    ``t_i (Δφ_i − α_iΔc_i)(β_iΔc_i − Δφ_i) >= 0``, i.e. the form
+    ``pre_pre = −αβt``, ``pre_out = (α+β)t/2``, ``out_out = −t`` (diagonals).
+    ReLU ``[0, 1]``, LeakyReLU(a) ``[min(a,1), max(a,1)]``, tanh ``[0, 1]``,
+    sigmoid ``[0, 1/4]``, abs ``[−1, 1]``.
+    """
+
+    def __init__(self, alpha: np.ndarray | float, beta: np.ndarray | float,
+                 size: int | None = None):
+        alpha_arr = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
+        beta_arr = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+        n = size if size is not None else max(alpha_arr.size, beta_arr.size)
+        self.alpha = np.broadcast_to(alpha_arr, (n,)).copy()
+        self.beta = np.broadcast_to(beta_arr, (n,)).copy()
+        if not (np.all(np.isfinite(self.alpha)) and np.all(np.isfinite(self.beta))):
+            raise InputValueError("alpha, beta: expected finite slope bounds")
+        if np.any(self.alpha > self.beta):
+            raise InputValueError("alpha, beta: expected alpha <= beta elementwise")
+        self.pre_dim = self.size = n
+        self.gain = float(np.max(np.maximum(np.abs(self.alpha), np.abs(self.beta))))
+
+    def cvx_multipliers(self, name: str) -> tuple[dict[str, cp.Expression], list[cp.Constraint]]:
+        t = cp.Variable(self.size, name=f"{name}.t", nonneg=True)
+        return {"t": t}, []
+
+    def form(self, multipliers: Mapping[str, Any], multiply: Multiply) -> QCForm:
+        t = multipliers["t"]
+        product = -self.alpha * self.beta
+        pre_pre = multiply(product, t) if np.any(product != 0) else None
+        return QCForm(pre_pre, multiply(0.5 * (self.alpha + self.beta), t), -t)
+
+    def project(self, multipliers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"t": np.maximum(np.asarray(multipliers["t"], dtype=np.float64), 0.0)}
+
+    def __repr__(self) -> str:
+        return f"SlopeRestricted(size={self.size}, alpha∈{_range(self.alpha)}, " \
+               f"beta∈{_range(self.beta)})"
+
+
+def _range(v: np.ndarray) -> str:
+    lo, hi = float(v.min()), float(v.max())
+    return f"{lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """Activation stage: ``φ = act(pre)`` with the quadratic constraints ``qc``."""
+
+    pre: LinearExpr
+    qc: QuadraticConstraint
+    label: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A compiled network: input size, activation stages and output expression.
+
+    Segment ``0`` is the input, segment ``s`` the output of ``stages[s-1]``.
+    """
+
+    input_shape: tuple[int, ...]
+    stages: tuple[Stage, ...]
+    output: LinearExpr
+    segment_sizes: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sizes = (math.prod(self.input_shape),) + tuple(s.qc.size for s in self.stages)
+        object.__setattr__(self, "segment_sizes", sizes)
+
+    @property
+    def input_dim(self) -> int:
+        return self.segment_sizes[0]
+
+    @property
+    def output_dim(self) -> int:
+        return self.output.dim
+
+    @property
+    def state_dim(self) -> int:
+        """``n_0 + Σ_s size_s``, the order of the LMI matrix."""
+        return sum(self.segment_sizes)
+
+    def __repr__(self) -> str:
+        return (f"Program(input={self.input_shape}, stages={[s.qc.size for s in self.stages]}, "
+                f"output={self.output_dim}, state_dim={self.state_dim})")
+
+
+class ProgramBuilder:
+    """Builds a :class:`Program` stage by stage (used by compiler rules).
+
+    ``builder.input`` is the expression of the network input; a rule calls
+    :meth:`add_stage` for every activation and gets back the identity
+    expression of the new segment.
+    """
+
+    def __init__(self, input_shape: Sequence[int]):
+        self.input_shape = tuple(int(s) for s in input_shape)
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise InputValueError(
+                f"input_shape: expected positive dimensions, got {self.input_shape}")
+        self.input = LinearExpr.identity(0, self.input_shape)
+        self._stages: list[Stage] = []
+
+    @property
+    def n_segments(self) -> int:
+        return len(self._stages) + 1
+
+    def add_stage(self, pre: LinearExpr, qc: QuadraticConstraint,
+                  shape: Sequence[int] | None = None, label: str = "") -> LinearExpr:
+        """Append ``φ = act(pre)`` and return the expression of ``φ``.
+
+        ``shape`` is the output's tensor shape (default ``pre.shape`` when the
+        sizes agree, else ``(qc.size,)``).
+        """
+        if pre.dim != qc.pre_dim:
+            raise InputValueError(
+                f"pre: the quadratic constraint expects {qc.pre_dim} inputs, got {pre.dim}")
+        if any(k >= self.n_segments for k in pre.terms):
+            raise InputValueError("pre: refers to a segment that does not exist yet")
+        if shape is None:
+            shape = pre.shape if qc.size == pre.dim else (qc.size,)
+        segment = self.n_segments
+        self._stages.append(Stage(pre, qc, label))
+        return LinearExpr.identity(segment, shape)
+
+    def finish(self, output: LinearExpr) -> Program:
+        """The program with output ``output``."""
+        if any(k >= self.n_segments for k in output.terms):
+            raise InputValueError("output: refers to a segment that does not exist")
+        return Program(self.input_shape, tuple(self._stages), output)
