@@ -1,0 +1,85 @@
+"""The convex program of section 2 written plainly in cvxpy (``solver="cvxpy"``).
+
+    minimize   L(z) + lam sum_i (||v_i|| + ||w_i||)
+    subject to z = sum_i D_i X (v_i - w_i),  S_i X v_i >= 0,  S_i X w_i >= 0
+
+It is the independent reference of the tests and usable on small problems.
+The certificate reuses the multipliers cvxpy returns (of z = ... and of the
+cone constraints) through :func:`certopt.convexnn.certificate.certify`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import cvxpy as cp
+import numpy as np
+import torch
+
+from certopt.convexnn.certificate import certify
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.result import ConvexNNResult
+from certopt.core.cvx import solve
+from certopt.core.result import Status
+
+CVXPY_LOSSES: dict[str, Callable[[cp.Expression, np.ndarray], cp.Expression]] = {
+    "squared": lambda z, y: 0.5 * cp.sum_squares(z - y) / y.shape[0],
+    "hinge": lambda z, y: cp.sum(cp.pos(1 - cp.multiply(y, z))) / y.shape[0],
+    "logistic": lambda z, y: cp.sum(cp.logistic(-cp.multiply(y, z))) / y.shape[0],
+}
+
+
+def build_model(problem: ConvexReLUProblem
+                ) -> tuple[cp.Problem, cp.Variable, cp.Variable, list[cp.Constraint]]:
+    """The cvxpy model; returns (model, V, W, [z-equation, cone of V, cone of W])."""
+    X = problem.X.detach().cpu().double().numpy()
+    y = problem.y.detach().cpu().double().numpy()
+    D = problem.D.detach().cpu().double().numpy()
+    signs = 2.0 * D - 1.0
+    P, d = problem.n_patterns, problem.n_features
+    V, W = cp.Variable((P, d)), cp.Variable((P, d))
+    z = cp.Variable(X.shape[0])
+    prediction = cp.sum(cp.multiply(D.T, X @ (V - W).T), axis=1)
+    constraints = [
+        z == prediction,
+        cp.multiply(signs.T, X @ V.T) >= 0,
+        cp.multiply(signs.T, X @ W.T) >= 0,
+    ]
+    penalty = cp.sum(cp.norm(V, 2, axis=1)) + cp.sum(cp.norm(W, 2, axis=1))
+    objective = CVXPY_LOSSES[problem.loss.name](z, y) + problem.lam * penalty
+    return cp.Problem(cp.Minimize(objective), constraints), V, W, constraints
+
+
+def solve_cvxpy(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
+    """Solve the program with cvxpy (Clarabel by default) and certify the answer.
+
+    Groups with ||v_i|| <= 1e-9 max_j ||v_j|| are set to zero (interior-point
+    solvers return tiny nonzero groups).  Dual candidates: the gradient of L
+    at the prediction and +-(multiplier of z = ...), whichever bounds best.
+    """
+    start = time.perf_counter()
+    model, V, W, constraints = build_model(problem)
+    status, _ = solve(model, "socp", options.cvxpy_solver, verbose=options.verbose)
+    like = {"dtype": problem.X.dtype, "device": problem.X.device}
+    P, d = problem.n_patterns, problem.n_features
+    if V.value is None:
+        zero = torch.zeros(P, d, **like)
+        v, w = zero, zero.clone()
+        duals, mu, nu = [torch.zeros(problem.n_samples, **like)], None, None
+        status = Status.NUMERICAL if status is Status.OPTIMAL else status
+    else:
+        v, w = (torch.as_tensor(var.value, **like) for var in (V, W))
+        largest = float(torch.linalg.vector_norm(torch.cat([v, w]), dim=1).max())
+        for block in (v, w):
+            block[torch.linalg.vector_norm(block, dim=1) <= 1e-9 * largest] = 0.0
+        duals = [problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
+        if constraints[0].dual_value is not None:
+            multiplier = torch.as_tensor(constraints[0].dual_value, **like)
+            duals += [multiplier, -multiplier]
+        mu, nu = (torch.as_tensor(c.dual_value, **like).T if c.dual_value is not None
+                  else None for c in constraints[1:])
+        if mu is None or nu is None:
+            mu = nu = None
+    return certify(problem, v, w, duals=duals, mu=mu, nu=nu, status=status, n_iter=0,
+                   solve_time=time.perf_counter() - start, solver="cvxpy")
