@@ -1,1 +1,27 @@
-"""Certified Lipschitz bounds of torch networks by semidefinite programming."""
+"""Certified Lipschitz bounds of torch networks by semidefinite programming.
+
+``lipschitz_bound(net, norm=2)`` compiles ``net`` into a straight-line
+program (:mod:`~certopt.sdp.program`, :mod:`~certopt.sdp.compiler`), solves
+LipSDP over it and verifies the answer in float64 (:mod:`~certopt.sdp.verify`).
+New layer types plug in with :func:`register_rule`.
+"""
+
+from certopt.sdp.baselines import attack_lower_bound, naive_bound
+from certopt.sdp.compiler import compile_network, register_rule, supported_layers
+from certopt.sdp.lipschitz import lipschitz_bound
+from certopt.sdp.program import LinearExpr, Program, ProgramBuilder, QuadraticConstraint
+from certopt.sdp.result import LipschitzResult
+
+__all__ = [
+    "LinearExpr",
+    "LipschitzResult",
+    "Program",
+    "ProgramBuilder",
+    "QuadraticConstraint",
+    "attack_lower_bound",
+    "compile_network",
+    "lipschitz_bound",
+    "naive_bound",
+    "register_rule",
+    "supported_layers",
+]

@@ -1,0 +1,176 @@
+"""``lipschitz_bound``: a certified Lipschitz constant of a torch network.
+
+Pipeline: compile the network to a straight-line program
+(:mod:`certopt.sdp.compiler`), solve the LipSDP of the program with the
+chosen method, verify the answer in float64 (:mod:`certopt.sdp.verify`) and
+report it next to the naive bound and an attack lower bound
+(:mod:`certopt.sdp.baselines`).
+
+Methods are dispatched through :data:`METHODS` (name -> function
+``(program, norm, solver, output_scale, verbose, **options) -> SDPSolution``):
+``"lipsdp"`` is the cvxpy SDP of :mod:`certopt.sdp.reference`;
+``"first-order"`` the GPU-ready solver of :mod:`certopt.sdp.first_order`
+(``solve_first_order(program, norm, ...)``); ``"auto"`` picks ``"lipsdp"`` when the LMI
+has at most :data:`AUTO_STATE_DIM` rows, else ``"first-order"``;
+``"naive"`` skips the SDP.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from certopt.core.arrays import check_scalar
+from certopt.core.errors import ConvergenceWarning, InputTypeError, InputValueError
+from certopt.core.result import Status
+from certopt.sdp.baselines import attack_lower_bound, naive_bound
+from certopt.sdp.compiler import compile_network
+from certopt.sdp.program import Program
+from certopt.sdp.reference import solve_lipsdp
+from certopt.sdp.result import LipschitzResult, SDPSolution
+from certopt.sdp.verify import bound_from_weight
+from certopt.sdp.verify import verify as verify_certificate
+
+AUTO_STATE_DIM = 600
+"""``method="auto"`` uses the interior-point/SCS SDP up to this LMI order."""
+
+Method = Callable[..., SDPSolution]
+
+
+def _first_order(program: Program, norm: str, solver: str | None = None, *,
+                 output_scale: float = 1.0, **options: Any) -> SDPSolution:
+    """``certopt.sdp.first_order.solve_first_order``, adapted to :class:`SDPSolution`."""
+    from certopt.sdp.first_order import solve_first_order
+
+    if solver is not None:
+        raise InputValueError(f"solver: {solver!r} applies to method='lipsdp' only")
+    raw = solve_first_order(program, 2 if norm == "2" else math.inf, **options)
+    return SDPSolution(np.asarray(raw.gamma, dtype=np.float64),
+                       tuple(dict(m) for m in raw.multipliers), raw.status, raw.solve_time,
+                       raw.n_iter)
+
+
+def _auto(program: Program, norm: str, solver: str | None = None, **options: Any
+          ) -> SDPSolution:
+    if program.state_dim <= AUTO_STATE_DIM:
+        return solve_lipsdp(program, norm, solver, **options)
+    return _first_order(program, norm, solver, **options)
+
+
+METHODS: dict[str, Method | None] = {
+    "lipsdp": solve_lipsdp,
+    "first-order": _first_order,
+    "auto": _auto,
+    "naive": None,
+}
+
+
+def _check_norm(norm: object) -> str:
+    text = str(norm).lower().replace("∞", "inf")
+    if isinstance(norm, bool) or text not in ("2", "2.0", "inf", "infinity"):
+        raise InputValueError(f"norm: expected 2 or 'inf', got {norm!r}")
+    return "2" if text.startswith("2") else "inf"
+
+
+def lipschitz_bound(
+    net: nn.Module,
+    norm: int | float | str = 2,
+    method: str = "lipsdp",
+    solver: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    verify: bool = True,
+    *,
+    attack: bool = True,
+    random_state: int = 0,
+    verbose: bool = False,
+    **options: Any,
+) -> LipschitzResult:
+    """A certified upper bound on the Lipschitz constant of ``net``.
+
+    ``norm=2``: ``L = sup ‖f(x)−f(y)‖₂ / ‖x−y‖₂``, bounded by ``√ρ`` of
+
+        min ρ  s.t.  ρ E_xᵀE_x − A_outᵀA_out − Σ_s QC_s(T_s) ⪰ 0,  T_s ≥ 0;
+
+    ``norm="inf"``: ``L = sup ‖f(x)−f(y)‖₂ / ‖x−y‖_∞``, bounded by ``√(Σγ)``
+    with ``diag(γ)`` in place of ``ρ I`` (math note, sections 1, 5, 8).
+
+    Parameters
+    ----------
+    net:
+        A torch module built from supported layers (see
+        :func:`certopt.sdp.compiler.supported_layers`); it is not modified.
+    method:
+        ``"lipsdp"`` (cvxpy SDP), ``"first-order"``, ``"auto"`` or ``"naive"``.
+    solver:
+        cvxpy solver name for ``"lipsdp"`` (``None``: MOSEK, Clarabel, SCS,
+        the first installed).
+    input_shape:
+        Input shape without the batch axis (default: from the first
+        ``nn.Linear``; required for ``nn.Conv2d``).
+    verify:
+        Verify in float64 (section 6).  With ``verify=False`` the bound is
+        the solver's ``√ρ`` (``√(Σγ)``) and ``verified`` is False.
+    attack, random_state:
+        Compute the attack lower bound (seeded) or leave ``lower = nan``.
+    options:
+        Passed to the method (e.g. cvxpy solver options, ``device=``).
+
+    Returns
+    -------
+    LipschitzResult
+        ``bound`` (certified), ``naive``, ``lower``, ``status``,
+        ``solve_time``, ``multipliers``, ``verified``.  ``bound`` is the
+        smaller of the verified SDP bound and ``naive`` (both sound).  If
+        verification fails the bound falls back to ``naive`` with a
+        :class:`ConvergenceWarning` and ``verified=False``.
+    """
+    norm_name = _check_norm(norm)
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+    if not isinstance(verify, bool):
+        raise InputTypeError(f"verify: expected a bool, got {type(verify).__name__}")
+    random_state = check_scalar(random_state, "random_state", low=0, integer=True)
+    program = compile_network(net, input_shape)
+    naive = naive_bound(program, norm_name)
+    lower = (attack_lower_bound(net, program.input_shape, norm_name, random_state=random_state)
+             if attack else math.nan)
+    common = dict(norm=norm_name, method=method, naive=naive, lower=lower, program=program)
+
+    solve = METHODS[method]
+    if solve is None or naive == 0.0:
+        return LipschitzResult(objective=naive, bound=naive, gap=naive - lower,
+                               status=Status.OPTIMAL, solver_bound=math.nan, verified=True,
+                               **common)
+    start = time.perf_counter()
+    solution = solve(program, norm_name, solver, output_scale=naive, verbose=verbose, **options)
+    solver_bound = bound_from_weight(solution.input_weight, norm_name)
+    if verify:
+        check = verify_certificate(program, solution.input_weight,
+                                                solution.multipliers, norm_name)
+        verified, bound = check.verified, check.bound
+        weight, multipliers, min_eig = check.input_weight, check.multipliers, check.min_eigenvalue
+        if not verified:
+            warnings.warn(
+                f"the {method} solution (status {solution.status}) failed the float64 "
+                "verification; reporting the naive bound", ConvergenceWarning, stacklevel=2)
+            bound = naive
+    else:
+        verified, bound = False, solver_bound
+        weight, multipliers, min_eig = solution.input_weight, solution.multipliers, math.nan
+    if verified and bound > naive:
+        bound = naive  # the naive bound is sound too; keep the certificate for reference
+    elapsed = time.perf_counter() - start
+    residuals = {"lmi_min_eigenvalue": min_eig,
+                 "verification_increase": bound / solver_bound - 1 if solver_bound else math.nan}
+    return LipschitzResult(
+        objective=bound, bound=bound, gap=bound - lower, status=solution.status,
+        residuals=residuals, n_iter=solution.n_iter, solve_time=elapsed,
+        solver_bound=solver_bound, verified=verified, input_weight=weight,
+        multipliers=multipliers, **common)
+

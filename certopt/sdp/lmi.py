@@ -1,0 +1,159 @@
+"""The LipSDP matrix of a program, built block by block.
+
+For a :class:`~certopt.sdp.program.Program` with segments ``0..S``,
+input weights ``γ`` (ℓ2: ``γ = ρ·1``) and stage multipliers,
+
+    M = E_0ᵀ diag(γ) E_0 − A_outᵀA_out − Σ_s [C_s; E_s]ᵀ S_s [C_s; E_s]
+
+(section 8 of the math note).  ``M`` is returned as its upper-triangular
+segment blocks ``(i, j), i <= j``: for a feedforward net it is
+block-tridiagonal and only those blocks exist.  A stage's QC with a diagonal
+block (a 1-D vector) contributes ``C_kᵀ (d ⊙ C_l)``, a row scaling; no dense
+product of the stacked state matrices is ever formed.
+
+The same code serves three backends: cvxpy expressions (the SDP in
+:mod:`certopt.sdp.reference`), numpy float64 (the verification in
+:mod:`certopt.sdp.verify`) and torch tensors (first-order solvers: convert the
+constant matrices with ``convert``, e.g. ``lambda a: torch.as_tensor(a, device=dev)``).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+import torch
+
+from certopt.sdp.program import Program
+
+Blocks = dict[tuple[int, int], Any]
+
+
+class _ArrayOps:
+    """numpy / torch operations (both support ``*``, ``@`` and ``.T``)."""
+
+    multiply = staticmethod(operator.mul)
+
+    @staticmethod
+    def diag(v: Any) -> Any:
+        return torch.diag(v) if isinstance(v, torch.Tensor) else np.diag(v)
+
+    @staticmethod
+    def scale_rows(d: Any, matrix: Any) -> Any:
+        return d[:, None] * matrix
+
+    @staticmethod
+    def scale_cols(matrix: Any, d: Any) -> Any:
+        return matrix * d[None, :]
+
+
+class _CvxOps:
+    """cvxpy operations (``*`` is not elementwise there)."""
+
+    multiply = staticmethod(cp.multiply)
+    diag = staticmethod(cp.diag)
+
+    @staticmethod
+    def scale_rows(d: Any, matrix: Any) -> Any:
+        if isinstance(d, np.ndarray):
+            return d[:, None] * matrix
+        return cp.multiply(cp.reshape(d, (d.shape[0], 1), order="C"), matrix)
+
+    @staticmethod
+    def scale_cols(matrix: Any, d: Any) -> Any:
+        if isinstance(d, np.ndarray):
+            return matrix * d[None, :]
+        return cp.multiply(matrix, cp.reshape(d, (1, d.shape[0]), order="C"))
+
+
+def ops_for(value: Any) -> type[_ArrayOps] | type[_CvxOps]:
+    """The backend matching a multiplier or input-weight value."""
+    return _CvxOps if isinstance(value, cp.Expression) else _ArrayOps
+
+
+def _accumulate(blocks: Blocks, key: tuple[int, int], term: Any) -> None:
+    blocks[key] = blocks[key] + term if key in blocks else term
+
+
+def lmi_blocks(
+    program: Program,
+    input_weight: Any,
+    multipliers: Sequence[Mapping[str, Any]],
+    *,
+    output_scale: float = 1.0,
+    convert: Callable[[np.ndarray], Any] | None = None,
+) -> Blocks:
+    """Upper-triangular segment blocks ``(i, j), i <= j`` of the LipSDP matrix ``M``.
+
+    Parameters
+    ----------
+    input_weight:
+        ``γ``, shape ``(n_0,)`` (cvxpy expression, numpy array or tensor).
+    multipliers:
+        One mapping per stage, as the stage's QC names them.
+    output_scale:
+        Uses ``A_out / output_scale`` (conditioning; ``ρ`` scales by its square).
+    convert:
+        Applied to every constant matrix (e.g. to move it to a torch device).
+    """
+    ops = ops_for(input_weight)
+    convert = convert or (lambda a: a)
+    blocks: Blocks = {(0, 0): ops.diag(input_weight)}
+    out = {k: convert(b / output_scale) for k, b in program.output.terms.items()}
+    for k in out:
+        for l in out:
+            if k <= l:
+                _accumulate(blocks, (k, l), -(out[k].T @ out[l]))
+    for index, (stage, mult) in enumerate(zip(program.stages, multipliers, strict=True)):
+        segment = index + 1
+        pre = {k: convert(b) for k, b in stage.pre.terms.items()}
+        form = stage.qc.form(mult, ops.multiply)
+        if form.pre_pre is not None:
+            for k in pre:
+                for l in pre:
+                    if k <= l:
+                        weighted = (ops.scale_rows(form.pre_pre, pre[l]) if form.pre_pre.ndim == 1
+                                    else form.pre_pre @ pre[l])
+                        _accumulate(blocks, (k, l), -(pre[k].T @ weighted))
+        if form.pre_out is not None:
+            for k in pre:
+                cross = (ops.scale_cols(pre[k].T, form.pre_out) if form.pre_out.ndim == 1
+                         else pre[k].T @ form.pre_out)
+                _accumulate(blocks, (k, segment), -cross)
+        if form.out_out is not None:
+            own = ops.diag(form.out_out) if form.out_out.ndim == 1 else form.out_out
+            _accumulate(blocks, (segment, segment), -own)
+    return blocks
+
+
+def assemble_numpy(program: Program, blocks: Blocks) -> np.ndarray:
+    """The dense symmetric ``M`` (float64) from numpy blocks."""
+    offsets = np.concatenate([[0], np.cumsum(program.segment_sizes)])
+    matrix = np.zeros((offsets[-1], offsets[-1]))
+    for (i, j), block in blocks.items():
+        rows, cols = slice(offsets[i], offsets[i + 1]), slice(offsets[j], offsets[j + 1])
+        matrix[rows, cols] += block
+        if i != j:
+            matrix[cols, rows] += block.T
+    return matrix
+
+
+def assemble_cvxpy(program: Program, blocks: Blocks) -> cp.Expression:
+    """``M`` as one cvxpy expression (``cp.bmat``; lower blocks are transposes)."""
+    sizes = program.segment_sizes
+    rows = []
+    for i in range(len(sizes)):
+        row = []
+        for j in range(len(sizes)):
+            if (i, j) in blocks if i <= j else (j, i) in blocks:
+                block = blocks[(i, j)] if i <= j else blocks[(j, i)].T
+                if not isinstance(block, cp.Expression):
+                    block = cp.Constant(block)
+            else:
+                block = cp.Constant(np.zeros((sizes[i], sizes[j])))
+            row.append(block)
+        rows.append(row)
+    return cp.bmat(rows)
