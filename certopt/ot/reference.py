@@ -64,3 +64,37 @@ def class_based_reference(
     return ReferenceSolution(np.asarray(plan.value), -np.asarray(rows.dual_value),
                              -np.asarray(cols.dual_value), float(problem.value), status,
                              seconds)
+
+
+def quadratic_reference(
+    a: np.ndarray,
+    b: np.ndarray,
+    C: np.ndarray,
+    reg: float,
+    support: np.ndarray | None = None,
+    solver: str | None = None,
+) -> ReferenceSolution:
+    """Quadratically regularised OT (math note, section 1) as a QP::
+
+        min_{T >= 0, T 1 = a, T^T 1 = b}  <C, T> + (reg/2) ||T||_F^2,
+
+    optionally with ``T_ij = 0`` wherever the boolean ``support`` (n, m) is
+    False (the convex problem the sparse-OT repair solves).  Multipliers in
+    the sign convention of :func:`class_based_reference`.
+    """
+    n, m = C.shape
+    plan = cp.Variable((n, m), nonneg=True)
+    objective = cp.sum(cp.multiply(C, plan)) + (reg / 2) * cp.sum_squares(plan)
+    rows = cp.sum(plan, axis=1) == a
+    cols = cp.sum(plan, axis=0) == b
+    constraints = [rows, cols]
+    if support is not None:
+        constraints.append(cp.multiply(~np.asarray(support, dtype=bool), plan) == 0)
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    status, seconds = solve(problem, "qp", solver)
+    if plan.value is None:
+        return ReferenceSolution(np.full((n, m), np.nan), np.full(n, np.nan),
+                                 np.full(m, np.nan), float("nan"), status, seconds)
+    return ReferenceSolution(np.asarray(plan.value), -np.asarray(rows.dual_value),
+                             -np.asarray(cols.dual_value), float(problem.value), status,
+                             seconds)
