@@ -1,0 +1,146 @@
+"""First-order LipSDP solver against an independent dense cvxpy LipSDP-Neuron."""
+
+import math
+import warnings
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certopt.core.errors import InputValueError, UnsupportedError
+from certopt.core.result import Status
+from certopt.sdp import lipschitz_bound
+from certopt.sdp.compiler import compile_network
+from certopt.sdp.first_order import initial_multipliers, solve_first_order
+from certopt.sdp.verify import lmi_matrix
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: thread hand-offs dominate on a loaded 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def relu_net(dims, seed):
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).double()
+
+
+def dense_lipsdp(weights, norm):
+    """LipSDP-Neuron for a ReLU net, written from section 1 with stacked dense A, B."""
+    widths = [w.shape[1] for w in weights]
+    n0, hidden, total = widths[0], widths[1:], sum(widths)
+    a_mat, b_mat = np.zeros((sum(hidden), total)), np.zeros((sum(hidden), total))
+    row = col = 0
+    for w, h in zip(weights[:-1], hidden):
+        a_mat[row:row + h, col:col + w.shape[1]] = w
+        b_mat[row:row + h, col + w.shape[1]:col + w.shape[1] + h] = np.eye(h)
+        row, col = row + h, col + w.shape[1]
+    t = cp.Variable(sum(hidden), nonneg=True)
+    q = cp.bmat([[np.zeros((sum(hidden),) * 2), cp.diag(t)], [cp.diag(t), -2 * cp.diag(t)]])
+    ab = np.vstack([a_mat, b_mat])
+    out = np.zeros((weights[-1].shape[0], total))
+    out[:, total - hidden[-1]:] = weights[-1]
+    gamma = cp.Variable(n0, nonneg=True) if norm == "inf" else cp.Variable()
+    head = cp.diag(gamma) if norm == "inf" else gamma * np.eye(n0)
+    input_block = cp.bmat([[head, np.zeros((n0, total - n0))],
+                           [np.zeros((total - n0, n0)), np.zeros((total - n0,) * 2)]])
+    m = input_block - out.T @ out - ab.T @ q @ ab
+    objective = cp.sum(gamma) if norm == "inf" else gamma
+    problem = cp.Problem(cp.Minimize(objective), [0.5 * (m + m.T) >> 0])
+    problem.solve(solver="CLARABEL")
+    return math.sqrt(problem.value)
+
+
+@pytest.mark.parametrize("dims", [(6, 16, 3), (5, 12, 12, 2)])
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_matches_dense_reference(dims, norm):
+    net = relu_net(dims, seed=sum(dims))
+    weights = [m.weight.detach().numpy() for m in net if isinstance(m, nn.Linear)]
+    reference = dense_lipsdp(weights, norm)
+    program = compile_network(net)
+    solution = solve_first_order(program, 2 if norm == "2" else math.inf)
+    assert solution.status is Status.OPTIMAL
+    value = math.sqrt(solution.value)
+    # every iterate is feasible up to round-off: never (much) below the optimum
+    assert reference * (1 - 1e-7) <= value <= reference * (1 + 1e-3)
+    # the returned multipliers and weights form a PSD LMI matrix (float64 check)
+    matrix = lmi_matrix(program, solution.gamma * (1 + 1e-8), solution.multipliers)
+    assert np.linalg.eigvalsh(matrix)[0] >= -1e-9 * np.abs(matrix).max()
+
+
+@pytest.mark.parametrize("norm", [2, "inf"])
+def test_lipschitz_bound_first_order_is_verified_and_agrees(norm):
+    net = relu_net((8, 20, 20, 3), seed=3)
+    interior = lipschitz_bound(net, norm=norm, method="lipsdp", attack=False)
+    first = lipschitz_bound(net, norm=norm, method="first-order", random_state=0)
+    assert first.verified and interior.verified
+    assert abs(first.bound / interior.bound - 1) <= 1e-3
+    assert first.lower <= first.bound <= first.naive
+
+
+def test_initial_point_is_strictly_feasible():
+    net = nn.Sequential(nn.Linear(4, 6), nn.LeakyReLU(0.1), nn.Linear(6, 6), nn.Tanh(),
+                        nn.Linear(6, 2)).double()
+    program = compile_network(net)
+    multipliers, rho = initial_multipliers(program)
+    matrix = lmi_matrix(program, np.full(4, rho), [{"t": t} for t in multipliers])
+    assert np.linalg.eigvalsh(matrix)[0] > 0
+
+
+def test_max_iter_warns_and_reports_status():
+    program = compile_network(relu_net((4, 8, 2), seed=0))
+    with pytest.warns(Warning, match="max_iter"):
+        solution = solve_first_order(program, max_iter=3)
+    assert solution.status is Status.MAX_ITER and solution.n_iter == 3
+    assert math.isfinite(solution.value)
+
+
+def test_bad_input():
+    program = compile_network(relu_net((4, 8, 2), seed=0))
+    with pytest.raises(InputValueError, match="norm"):
+        solve_first_order(program, norm=1)
+    with pytest.raises(InputValueError, match="max_iter"):
+        solve_first_order(program, max_iter=0)
+    with pytest.raises(InputValueError, match="lr"):
+        solve_first_order(program, lr=-1.0)
+
+
+def test_unsupported_stage_is_reported():
+    from certopt.sdp.program import ProgramBuilder, QuadraticConstraint
+
+    class Custom(QuadraticConstraint):
+        pre_dim = size = 2
+        gain = 1.0
+
+        def cvx_multipliers(self, name):
+            return {}, []
+
+        def form(self, multipliers, multiply):
+            raise AssertionError
+
+        def project(self, multipliers):
+            return {}
+
+    builder = ProgramBuilder((2,))
+    out = builder.add_stage(builder.input, Custom())
+    with pytest.raises(UnsupportedError, match="Custom"):
+        solve_first_order(builder.finish(out))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    program = compile_network(relu_net((6, 16, 3), seed=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = solve_first_order(program)
+        gpu = solve_first_order(program, device="cuda")
+    assert abs(gpu.value / cpu.value - 1) <= 1e-3
