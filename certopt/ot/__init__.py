@@ -1,1 +1,20 @@
-"""Optimal transport with dual certificates."""
+"""Optimal transport with dual certificates.
+
+Every solver returns a :class:`~certopt.ot.result.TransportResult`: the plan
+(same array kind, dtype and device as ``C``), its cost and regularised
+objective, a dual value (lower bound), the gap, the marginal residuals,
+the status and timings.
+
+* :func:`sparse`: at most ``k`` nonzeros per plan column (Liu et al. 2023);
+* :func:`quadratic`: quadratically regularised OT (``sparse`` with k = n);
+* :func:`sinkhorn`: entropic OT, log-domain Sinkhorn;
+* :func:`exact`: unregularised OT by POT's network simplex, certified.
+"""
+
+from certopt.ot.exact import exact
+from certopt.ot.quadratic import quadratic
+from certopt.ot.result import TransportResult
+from certopt.ot.sinkhorn import sinkhorn
+from certopt.ot.sparse import sparse
+
+__all__ = ["TransportResult", "exact", "quadratic", "sinkhorn", "sparse"]

@@ -37,6 +37,7 @@ synchronisations are the scalars the line search and the criterion need.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 import warnings
@@ -55,6 +56,9 @@ ValueAndGrad = Callable[[Variable], tuple[float, Variable]]
 Criterion = Callable[[Variable, float, Variable], float]
 Method = Literal["fista", "lbfgs"]
 METHODS: tuple[str, ...] = ("fista", "lbfgs")
+STALL_WINDOW = 200
+STALL_RTOL = 1e-14
+MAX_BACKTRACKS = 40
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,8 @@ class AscentResult:
     ``x`` is the returned point (same structure as ``x0``), ``value`` and
     ``grad`` the objective and gradient there, ``criterion`` the caller's
     stopping measure there, ``n_iter`` the number of ``value_and_grad``
-    evaluations, ``history`` per-evaluation traces ``value`` and
-    ``criterion`` (at accepted points), ``seconds`` the wall time.
+    evaluations, ``history`` the traces ``value``, ``criterion``
+    and ``evaluations`` (count so far) at accepted points, ``seconds`` the wall time.
     """
 
     x: Variable
@@ -104,7 +108,7 @@ class _Objective:
         self.criterion = criterion
         self.flat = flat
         self.count = 0
-        self.history: dict[str, list[float]] = {"value": [], "criterion": []}
+        self.history: dict[str, list[float]] = {"value": [], "criterion": [], "evaluations": []}
 
     def __call__(self, v: torch.Tensor) -> tuple[float, torch.Tensor]:
         self.count += 1
@@ -115,7 +119,21 @@ class _Objective:
         crit = float(self.criterion(self.flat.unflatten(v), value, self.flat.unflatten(grad)))
         self.history["value"].append(value)
         self.history["criterion"].append(crit)
+        self.history["evaluations"].append(self.count)
         return crit
+
+    def stalled(self) -> bool:
+        """In the last ``STALL_WINDOW`` evaluations the value rose by less than
+        ``STALL_RTOL`` (relative) and the criterion did not improve."""
+        values, counts = self.history["value"], self.history["evaluations"]
+        if self.count <= STALL_WINDOW:
+            return False
+        earlier = bisect.bisect_right(counts, self.count - STALL_WINDOW) - 1
+        if earlier < 0:
+            return False
+        criteria = self.history["criterion"]
+        no_rise = values[-1] - values[earlier] <= STALL_RTOL * max(abs(values[-1]), 1e-300)
+        return no_rise and min(criteria[earlier + 1:]) >= min(criteria[:earlier + 1])
 
 
 def maximize(
@@ -158,10 +176,14 @@ def maximize(
     Returns
     -------
     AscentResult
-        ``status`` is ``OPTIMAL`` when the criterion met ``tol``, ``MAX_ITER``
-        (with a :class:`~certopt.core.errors.ConvergenceWarning`) when the
-        budget ran out, ``NUMERICAL`` (with a warning) if the objective became
-        non-finite; the point returned is then the best one evaluated.
+        ``status`` is ``OPTIMAL`` when the criterion met ``tol``; otherwise,
+        with a :class:`~certopt.core.errors.ConvergenceWarning`, ``MAX_ITER``
+        when the budget ran out, ``INACCURATE`` when the ascent stalled (in
+        the last ``STALL_WINDOW`` evaluations the value rose by less than
+        ``STALL_RTOL`` relative and the criterion did not improve, or no
+        ascent step was found: typical at a kink of a
+        non-smooth dual), ``NUMERICAL`` if the objective became non-finite.
+        The point returned is then the best one evaluated.
     """
     if method not in METHODS:
         raise InputValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -180,6 +202,14 @@ def maximize(
         warnings.warn(
             f"{desc}: stopped after {objective.count} evaluations with criterion "
             f"{crit:.3g} > tol {tol:.3g}; increase max_iter", ConvergenceWarning, stacklevel=2,
+        )
+    elif status is Status.INACCURATE:
+        warnings.warn(
+            f"{desc}: the objective stopped increasing (relative rise < {STALL_RTOL:g} and no "
+            f"better criterion in {STALL_WINDOW} evaluations) with criterion {crit:.3g} > "
+            f"tol {tol:.3g}; the dual is not differentiable there or tol is below round-off",
+            ConvergenceWarning,
+            stacklevel=2,
         )
     elif status is Status.NUMERICAL:
         warnings.warn(f"{desc}: the objective became non-finite; returning the best point",
@@ -227,6 +257,8 @@ def _fista(objective: _Objective, y: torch.Tensor, *, tol: float, max_iter: int,
         t = 1.0 if restart else t_new
         L *= 0.9
         crit = objective.measure(y, f_y, g_y)
+        if crit > tol and objective.stalled():
+            return y, f_y, g_y, crit, Status.INACCURATE
     return y, f_y, g_y, crit, Status.OPTIMAL
 
 
@@ -249,7 +281,7 @@ def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
             direction = g / lipschitz
             slope = float(g @ direction)
         step = 1.0
-        while True:
+        for _ in range(MAX_BACKTRACKS):
             x_new = x + step * direction
             f_new, g_new = objective(x_new)
             bar.update(value=f_new, criterion=crit)
@@ -258,6 +290,11 @@ def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
             if objective.count >= max_iter:
                 return x, f, g, crit, Status.MAX_ITER
             step *= 0.25 if not math.isfinite(f_new) else 0.5
+        else:                  # no ascent along this direction: a kink or round-off
+            if not pairs:
+                return x, f, g, crit, Status.INACCURATE
+            pairs.clear()
+            continue
         s, y_pair = x_new - x, g - g_new       # curvature of -f
         sy = s @ y_pair
         norms = torch.linalg.vector_norm(s) * torch.linalg.vector_norm(y_pair)
@@ -267,6 +304,8 @@ def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
                 pairs.pop(0)
         x, f, g = x_new, f_new, g_new
         crit = objective.measure(x, f, g)
+        if crit > tol and objective.stalled():
+            return x, f, g, crit, Status.INACCURATE
     return x, f, g, crit, Status.OPTIMAL
 
 
