@@ -6,6 +6,8 @@ LipSDP over it and verifies the answer in float64 (:mod:`~certopt.sdp.verify`).
 New layer types plug in with :func:`register_rule`.
 """
 
+from certopt.sdp import rules as _rules  # noqa: F401  (registers the rules below)
+from certopt.sdp.activations import GroupSort, HouseholderActivation, MaxMin, Residual
 from certopt.sdp.baselines import attack_lower_bound, naive_bound
 from certopt.sdp.compiler import compile_network, register_rule, supported_layers
 from certopt.sdp.lipschitz import lipschitz_bound
@@ -13,6 +15,10 @@ from certopt.sdp.program import LinearExpr, Program, ProgramBuilder, QuadraticCo
 from certopt.sdp.result import LipschitzResult
 
 __all__ = [
+    "GroupSort",
+    "HouseholderActivation",
+    "MaxMin",
+    "Residual",
     "LinearExpr",
     "LipschitzResult",
     "Program",

@@ -22,16 +22,17 @@ factorisation.  The reported bound is ``√(Σγ)`` for the weights that passed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
 
 from certopt.sdp.lmi import assemble_numpy, lmi_blocks
-from certopt.sdp.program import Program
+from certopt.sdp.program import Program, SlopeRestricted
 
 _SCALINGS = (0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
+_BLENDS = (1e-8, 1e-6, 1e-4, 1e-2)
 _MARGINS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
 
 
@@ -97,6 +98,22 @@ def _smallest_weight(schur: np.ndarray, weight: np.ndarray, norm: str) -> np.nda
     return min(candidates, key=lambda g: float(g.sum()))
 
 
+def _candidates(program: Program, projected: tuple[dict[str, np.ndarray], ...]
+                ) -> Iterator[tuple[dict[str, np.ndarray], ...]]:
+    """Multipliers to try: scaled up by ``1 + κ``, then (slope-restricted programs)
+    blended with the strictly feasible point of
+    :func:`~certopt.sdp.first_order.initial_multipliers`, ``(1 − ε)μ + ε μ_0``, which
+    makes a singular ``M_0[r, r]`` (e.g. exact pass-through directions) definite."""
+    for kappa in _SCALINGS:
+        yield _scaled(projected, 1.0 + kappa)
+    if all(isinstance(stage.qc, SlopeRestricted) for stage in program.stages):
+        from certopt.sdp.first_order import initial_multipliers
+
+        start, _ = initial_multipliers(program)
+        for eps in _BLENDS:
+            yield tuple({"t": (1.0 - eps) * m["t"] + eps * t0} for m, t0 in zip(projected, start))
+
+
 def verify(program: Program, input_weight: np.ndarray,
            multipliers: Sequence[Mapping[str, np.ndarray]], norm: str) -> Verification:
     """Certify ``program``'s Lipschitz bound from a (possibly inexact) solver answer.
@@ -110,8 +127,7 @@ def verify(program: Program, input_weight: np.ndarray,
                                                                   strict=True))
     if any(not np.all(np.isfinite(v)) for m in projected for v in m.values()):
         return Verification(False, math.inf, np.asarray(input_weight), projected, -math.inf)
-    for kappa in _SCALINGS:
-        stage_mult = _scaled(projected, 1.0 + kappa)
+    for stage_mult in _candidates(program, projected):
         base = lmi_matrix(program, np.zeros(n0), stage_mult)
         rest, cross, head = base[n0:, n0:], base[:n0, n0:], base[:n0, :n0]
         if not passes_cholesky(rest):
