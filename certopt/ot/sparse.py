@@ -263,7 +263,8 @@ def sparse(
         (each column's ``k`` candidate rows), so the marginals hold exactly
         when that support admits them; see :func:`certopt.ot.repair.repair`.
         The residuals then include ``marginal_error_before_repair`` and
-        ``repair_converged`` (1.0 or 0.0).
+        ``repair_converged`` (1.0 or 0.0); the status is OPTIMAL when the
+        repaired plan meets ``tol`` (even if the dual ascent stalled).
     optimizer : "lbfgs" or "fista"
         The ascent algorithm of :func:`certopt.ot.dual_ascent.maximize`.
 
@@ -297,7 +298,7 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
                                  optimizer=optimizer, verbose=verbose, desc=desc)
     plan = solution.plan.dense(duals.n)
     extra: dict[str, float] = {}
-    n_iter = solution.n_iter
+    n_iter, status = solution.n_iter, solution.status
     if repair:
         from certopt.ot.repair import repair_plan
 
@@ -307,6 +308,8 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
         n_iter += outcome.n_iter
         extra.update(marginal_error_before_repair=outcome.error_before,
                      repair_converged=float(outcome.converged))
+        if outcome.converged and outcome.error_after <= abs_tol:
+            status = Status.OPTIMAL          # the tolerance is met by the repaired plan
     column_nnz = (plan != 0).sum(0)
     extra.update(nnz=float(column_nnz.sum()), max_column_nnz=float(column_nnz.max()))
     return make_result(
@@ -314,7 +317,7 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
         regulariser=0.5 * reg * float((plan * plan).sum()),
         dual_value=solution.dual_value,
         potentials=(solution.alpha, solution.beta),
-        status=solution.status,
+        status=status,
         n_iter=n_iter,
         solve_time=time.perf_counter() - start,
         history=solution.history,
