@@ -77,13 +77,14 @@ def as_module(model_or_net: Any) -> nn.Module:
     )
 
 
-def check_norm(norm: Any) -> str:
+def check_norm(norm: Any, name: str = "norm") -> str:
     """Normalise an ``ell_p`` norm name: ``"inf"`` (also ``np.inf``) or ``"2"`` (also 2)."""
-    if norm in ("inf", np.inf, float("inf")):
-        return "inf"
-    if norm in ("2", 2):
-        return "2"
-    raise InputValueError(f"norm: expected one of {list(NORMS)}, got {norm!r}")
+    if isinstance(norm, str) or isinstance(norm, (int, float)) and not isinstance(norm, bool):
+        if norm in ("inf", np.inf):
+            return "inf"
+        if norm in ("2", 2):
+            return "2"
+    raise InputValueError(f"{name}: expected one of {list(NORMS)}, got {norm!r}")
 
 
 def signed_labels(y: ArrayLike, classes: Any, n: int, device: torch.device) -> torch.Tensor:
