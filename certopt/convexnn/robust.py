@@ -181,16 +181,18 @@ class GroupOperators:
         out[:, self.features] += self.sign[:, None] * (self.D.T @ r) + q
         return out
 
-    def gram(self) -> torch.Tensor:
-        """``F^T F + R^T R + G^T G + Q^T Q + I`` as a dense (2P d, 2P d) matrix."""
+    def gram(self, loss_weight: float = 1.0, cone_weight: float = 1.0,
+             copy_weight: float = 1.0) -> torch.Tensor:
+        """Dense (2P d, 2P d) matrix ``a (F^T F + R^T R) + b (G^T G + Q^T Q) + c I``."""
         n, d = self.X.shape
         groups = self.D.shape[1]
         A = ((self.D * self.sign)[:, :, None] * self.X[:, None, :]).reshape(n, groups * d)
-        f = self.features.to(self.X.dtype)
+        f = torch.diag(self.features.to(self.X.dtype))
         overlap = (self.D.T @ self.D) * torch.outer(self.sign, self.sign)
         eye = torch.eye(d, dtype=self.X.dtype, device=self.X.device)
-        block = self.X.T @ self.X + torch.diag(f) + eye
-        return A.T @ A + torch.kron(overlap, torch.diag(f)) + torch.block_diag(*[block] * groups)
+        block = cone_weight * (self.X.T @ self.X + f) + copy_weight * eye
+        return (loss_weight * (A.T @ A + torch.kron(overlap, f))
+                + torch.block_diag(*[block] * groups))
 
     def dual_bound(self, y: torch.Tensor, lam: float, eps: float, theta: torch.Tensor,
                    r_dual: torch.Tensor, t_dual: torch.Tensor, q_dual: torch.Tensor
