@@ -46,6 +46,7 @@ from certopt.ot.result import TransportResult, make_result
 
 DualMethod = Literal["semi-dual", "dual"]
 DUAL_METHODS: tuple[str, ...] = ("semi-dual", "dual")
+CPU_BLOCK_SCORES = 2**18
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class ColumnDuals:
         self.reg = float(reg)
         self.cost_t = problem.C.T.contiguous()            # (m, n): plan columns as rows
         self.support = support
+        # On CPU, columns are scanned in blocks of about 2**18 scores so the
+        # temporary alpha - c_j stays in cache; on CUDA one block (full parallelism).
+        cpu = self.cost_t.device.type == "cpu"
+        self.block_rows = max(1, CPU_BLOCK_SCORES // self.n) if cpu else self.m
         self.support_cost = None if support is None else torch.gather(self.cost_t, 1, support)
 
     def scores(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -102,10 +107,13 @@ class ColumnDuals:
         """
         if self.support is not None:
             return alpha[self.support] - self.support_cost, self.support
-        scores = alpha.unsqueeze(0) - self.cost_t
         if self.k >= self.n:
-            return scores, None
-        return top_k_last(scores, self.k)
+            return alpha.unsqueeze(0) - self.cost_t, None
+        blocks = [top_k_last(alpha.unsqueeze(0) - block, self.k)
+                  for block in self.cost_t.split(self.block_rows)]
+        if len(blocks) == 1:
+            return blocks[0]
+        return torch.cat([v for v, _ in blocks]), torch.cat([r for _, r in blocks])
 
     def semi_dual(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, ColumnPlan,
                                                      torch.Tensor]:
