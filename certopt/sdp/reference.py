@@ -43,10 +43,24 @@ def build_problem(program: Program, norm: str, output_scale: float = 1.0
     return cp.Problem(cp.Minimize(objective), constraints), input_weight, multipliers
 
 
+CLARABEL_MAX_STATE = 100
+"""Default solver: Clarabel up to this LMI order, SCS above (Clarabel's dense
+PSD scaling costs O(N⁶) per iteration: seconds to tens of seconds near N = 100
+and out of memory at N ≈ 220; SCS needs many more iterations on trained nets)."""
+
+
+def default_solver(program: Program) -> str:
+    """MOSEK if installed, else Clarabel for small LMIs and SCS for larger ones."""
+    if "MOSEK" in cp.installed_solvers():
+        return "MOSEK"
+    return "CLARABEL" if program.state_dim <= CLARABEL_MAX_STATE else "SCS"
+
+
 def solve_lipsdp(program: Program, norm: str, solver: str | None = None, *,
                  output_scale: float = 1.0, verbose: bool = False,
                  **solver_options: object) -> SDPSolution:
-    """Solve the LipSDP of ``program`` with a cvxpy SDP solver (MOSEK, Clarabel, SCS)."""
+    """Solve the LipSDP of ``program`` with a cvxpy SDP solver (default: :func:`default_solver`)."""
+    solver = default_solver(program) if solver is None else solver
     problem, input_weight, multipliers = build_problem(program, norm, output_scale)
     status, seconds = cvx.solve(problem, "sdp", solver, verbose=verbose, **solver_options)
     scale = output_scale ** 2
