@@ -225,3 +225,14 @@ def test_blocked_column_scan_equals_one_pass(monkeypatch):
     assert blocked.block_rows == 7
     for x, y in zip(one.scores(alpha), blocked.scores(alpha)):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("method", ["semi-dual", "dual"])
+def test_zero_weights_get_empty_rows_and_columns(method):
+    a, b, C = point_cloud_problem(20, 20, seed=1)
+    a[5], b[3] = 0.0, 0.0
+    a, b = a / a.sum(), b / b.sum()
+    res = cot.sparse(a, b, C, 4, reg=0.1, method=method)
+    assert res.status is Status.OPTIMAL and res.marginal_error <= 1e-6
+    assert np.abs(res.plan[5]).max() == 0.0 and np.abs(res.plan[:, 3]).max() == 0.0
+    assert np.isfinite(res.dual_value) and abs(res.gap) <= 1e-7
