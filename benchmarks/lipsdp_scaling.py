@@ -1,0 +1,149 @@
+"""How LipSDP scales with width: 20-w-w-10 ReLU nets, w = 32 … 1024.
+
+For each width and each method in :data:`METHODS` this runs
+``lipschitz_bound(net, method=..., attack=False)`` (solve + float64
+verification) in a fresh forked process, with a wall-clock cap per solve,
+and reports the time, the worker's peak memory above its baseline, the
+certified bound and the ratios against cvxpy+SCS (what a user would otherwise
+run).  A method that hits the cap (or would need more memory than
+``--max-memory-gb``) is skipped for all larger widths.
+
+    python benchmarks/lipsdp_scaling.py            # widths 32 … 1024, 300 s cap
+    python benchmarks/lipsdp_scaling.py --quick    # small widths, < 1 minute
+
+Adding a method (e.g. the first-order solver) is one more :class:`Method`
+entry: a name, the keyword arguments for ``lipschitz_bound`` and optionally a
+function returning a reason to skip a width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import torch  # imported once, before forking the solves
+from torch import nn
+
+import certopt.sdp  # noqa: F401
+
+INPUT, OUTPUT = 20, 10
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row family of the table."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+    skip: Callable[[int, argparse.Namespace], str | None] = lambda width, args: None
+
+
+def _state_dim(width: int) -> int:
+    return INPUT + 2 * width
+
+
+def _clarabel_memory(width: int, args: argparse.Namespace) -> str | None:
+    """Clarabel factors a dense KKT block of order N(N+1)/2 for the PSD cone."""
+    n = _state_dim(width)
+    gigabytes = (n * (n + 1) / 2) ** 2 * 8 / 1e9
+    if gigabytes > args.max_memory_gb:
+        return f"needs ~{gigabytes:.0f} GB"
+    return None
+
+
+METHODS: list[Method] = [
+    Method("cvxpy+SCS", {"method": "lipsdp", "solver": "SCS"}),
+    Method("cvxpy+Clarabel", {"method": "lipsdp", "solver": "CLARABEL"}, _clarabel_memory),
+]
+if "MOSEK" in cp.installed_solvers():
+    METHODS.append(Method("cvxpy+MOSEK", {"method": "lipsdp", "solver": "MOSEK"},
+                          _clarabel_memory))
+ANCHOR = "cvxpy+SCS"
+_FORK = multiprocessing.get_context("fork")
+
+
+def _network(width: int) -> nn.Sequential:
+    torch.manual_seed(SEED + width)
+    return nn.Sequential(nn.Linear(INPUT, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                         nn.Linear(width, OUTPUT))
+
+
+def _solve(options: dict, width: int, connection) -> None:
+    """One solve in a forked child; sends a result dict through ``connection``."""
+    from certopt.sdp import lipschitz_bound
+
+    try:
+        net = _network(width)
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        result = lipschitz_bound(net, attack=False, **options)
+        elapsed = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        connection.send({"time": elapsed, "memory_mb": (peak - baseline) / 1024,
+                         "bound": result.bound, "naive": result.naive,
+                         "verified": result.verified, "status": str(result.status)})
+    except Exception as exc:  # reported as a skipped row
+        connection.send({"skipped": f"failed: {type(exc).__name__}: {str(exc)[:50]}"})
+
+
+def _run(method: Method, width: int, cap: float) -> dict:
+    """Run one solve in a forked process (imports already done) under a time cap."""
+    receiver, sender = _FORK.Pipe(duplex=False)
+    process = _FORK.Process(target=_solve, args=(method.options, width, sender))
+    process.start()
+    if receiver.poll(cap):
+        row = receiver.recv()
+        process.join()
+        return row
+    process.kill()
+    process.join()
+    return {"skipped": f"> {cap:.0f} s cap" if process.exitcode in (-9, None)
+            else f"died (exit {process.exitcode}; out of memory?)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small widths, < 1 minute")
+    parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")])
+    parser.add_argument("--cap", type=float, help="seconds per solve (default 300; quick 15)")
+    parser.add_argument("--max-memory-gb", type=float, default=8.0)
+    args = parser.parse_args()
+    widths = args.widths or ([8, 16, 24] if args.quick else [32, 64, 100, 128, 256, 512, 1024])
+    cap = args.cap or (15.0 if args.quick else 300.0)
+
+    print(f"LipSDP on {INPUT}-w-w-{OUTPUT} ReLU nets (solve + float64 verification), "
+          f"cap {cap:.0f} s per solve")
+    header = (f"{'width':>6} {'N':>6}  {'method':<22} {'time s':>9} {'peak MB':>9} "
+              f"{'bound':>10} {'bound/naive':>11} {'verified':>8} {'time/SCS':>9}")
+    print(header)
+    print("-" * len(header))
+    given_up: dict[str, str] = {}
+    for width in widths:
+        rows = {}
+        for method in METHODS:
+            reason = given_up.get(method.name) or method.skip(width, args)
+            row = {"skipped": reason} if reason else _run(method, width, cap)
+            if "skipped" in row and not reason:
+                given_up[method.name] = f"skipped ({row['skipped']} at w={width})"
+            rows[method.name] = row
+        anchor = rows.get(ANCHOR, {})
+        for name, row in rows.items():
+            prefix = f"{width:>6} {_state_dim(width):>6}  {name:<22}"
+            if "skipped" in row:
+                print(f"{prefix} {row['skipped']}")
+                continue
+            ratio = (f"{row['time'] / anchor['time']:>9.2f}" if "time" in anchor else f"{'-':>9}")
+            print(f"{prefix} {row['time']:>9.2f} {row['memory_mb']:>9.0f} {row['bound']:>10.5g} "
+                  f"{row['bound'] / row['naive']:>11.4f} {str(row['verified']):>8} {ratio}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
