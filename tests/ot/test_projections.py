@@ -15,7 +15,7 @@ from certopt.ot.projections import sparse_simplex_projection, top_k_last
 def _simplex_projection_by_bisection(x: np.ndarray, radius: float) -> np.ndarray:
     """Projection onto {t >= 0, sum t = radius}: [x - tau]_+ with tau found by bisection."""
     low, high = x.min() - radius, x.max()
-    for _ in range(200):
+    for _ in range(100):
         tau = 0.5 * (low + high)
         if np.maximum(x - tau, 0).sum() > radius:
             low = tau
@@ -35,7 +35,7 @@ def _brute_force_distance(x: np.ndarray, k: int, radius: float) -> float:
     return best
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     x=st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=7),
     k=st.integers(1, 8),
