@@ -132,3 +132,26 @@ def test_bad_input(small):
         fit_robust(squared, 0.1)
     with pytest.raises(InputTypeError, match="problem"):
         RobustProblem.from_problem("data", 0.1)
+
+
+def test_classifier_adversarial_branch():
+    from certopt.convexnn import ConvexReLUClassifier
+
+    X, labels = make_moons(n_samples=60, noise=0.2, random_state=0)
+    names = np.array(["a", "b"])[labels]
+    eps = 0.1
+    clf = ConvexReLUClassifier(lam=1e-3, n_patterns=20, solver="cvxpy", random_state=0,
+                               adversarial_eps=eps).fit(X, names)
+    attack = pgd(clf, X, names, eps, steps=50, restarts=2, random_state=0)
+    assert clf.robust_loss_ >= attack.hinge_loss - 1e-9
+    assert clf.robust_loss_ == pytest.approx(attack.hinge_loss, abs=1e-5)
+    assert clf.objective_ == pytest.approx(clf.certificate_.objective)
+    np.testing.assert_allclose(attack.clean_margins,
+                               np.where(names == "b", 1, -1) * clf.decision_function(X),
+                               atol=1e-10)
+    for bad, error in (({"adversarial_eps": -0.1}, InputValueError),
+                       ({"adversarial_eps": 0.1, "adversarial_norm": "l2"}, InputValueError),
+                       ({"adversarial_eps": 0.1, "loss": "logistic"}, InputTypeError),
+                       ({"adversarial_eps": 0.1, "solver": "sampled"}, InputValueError)):
+        with pytest.raises(error):
+            ConvexReLUClassifier(n_patterns=5, random_state=0, **bad).fit(X, names)
