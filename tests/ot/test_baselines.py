@@ -99,3 +99,15 @@ def test_baselines_reject_bad_input(solver):
     if extra:
         with pytest.raises(ValueError, match="reg"):
             solver(None, None, np.ones((2, 2)), reg=0.0)
+
+
+@pytest.mark.cuda
+def test_sinkhorn_and_quadratic_on_cuda_match_cpu():
+    a, b, C = point_cloud_problem(40, 30, seed=5)
+    on_gpu = [torch.tensor(x, device="cuda") for x in (a, b, C)]
+    for solve, kwargs in ((cot.sinkhorn, {"reg": 0.05, "tol": 1e-9}),
+                          (cot.quadratic, {"reg": 0.1, "tol": 1e-7})):
+        cpu, gpu = solve(a, b, C, **kwargs), solve(*on_gpu, **kwargs)
+        assert gpu.plan.device.type == "cuda"
+        np.testing.assert_allclose(gpu.plan.cpu().numpy(), cpu.plan, atol=1e-7)
+        assert gpu.dual_value == pytest.approx(cpu.dual_value, rel=1e-7)
