@@ -3,7 +3,7 @@
     min_{T >= 0, T 1 = a, T^T 1 = b}  <C, T>
     max_{f_i + g_j <= C_ij}           <f, a> + <g, b>
 
-``ot.emd`` stops silently-ish at ``numItermax`` (default 100000): at
+``ot.emd`` stops at ``numItermax`` (default 100000) with only a warning: at
 n = 5000 its plan is then 4-5% above optimal (math note, section 1).  We pass
 a limit growing with ``n * m``, read its result code, and certify the answer
 ourselves: the returned potentials are made dual feasible by a c-transform
