@@ -38,49 +38,51 @@ def relu_net(widths, seed, bias=True):
     return nn.Sequential(*layers)
 
 
-def lipsdp_neuron(weights, alpha=0.0, beta=1.0):
-    """LipSDP-Neuron, the classic stacked formulation (math note, section 1), in cvxpy.
+def lipsdp_neuron(weights, alpha=0.0, beta=1.0, norm="2"):
+    """LipSDP-Neuron, the classic stacked formulation (math note, sections 1 and 5), in cvxpy.
 
-    minimise ρ s.t. [A; B]ᵀ Q(T) [A; B] + diag(−ρI, 0, …, 0, W_LᵀW_L) ⪯ 0, T ≥ 0 diagonal.
-    Returns the bound √ρ.
+    minimise ρ s.t. [A; B]ᵀ Q(T) [A; B] + diag(−ρI, 0, …, 0, W_LᵀW_L) ⪯ 0, T ≥ 0 diagonal
+    (ℓ∞: −diag(γ) instead of −ρI, minimise Σγ).  Returns the bound √ρ or √Σγ.
     """
-    hidden = [w.shape[0] for w in weights[:-1]]
-    n0, n_hidden = weights[0].shape[1], sum(hidden)
-    a = np.zeros((n_hidden, n0 + n_hidden))
+    n0, n_hidden = weights[0].shape[1], sum(w.shape[0] for w in weights[:-1])
+    n_state = n0 + n_hidden
+    a = np.zeros((n_hidden, n_state))
     row = col = 0
     for w in weights[:-1]:
         a[row:row + w.shape[0], col:col + w.shape[1]] = w
         row, col = row + w.shape[0], col + w.shape[1]
     b = np.hstack([np.zeros((n_hidden, n0)), np.eye(n_hidden)])
     t = cp.Variable(n_hidden, nonneg=True)
-    rho = cp.Variable(nonneg=True)
     tt = cp.diag(t)
     q = cp.bmat([[-2 * alpha * beta * tt, (alpha + beta) * tt], [(alpha + beta) * tt, -2 * tt]])
     ab = np.vstack([a, b])
-    last = weights[-1].T @ weights[-1]
-    corner = cp.bmat([
-        [-rho * np.eye(n0), np.zeros((n0, n_hidden))],
-        [np.zeros((n_hidden, n0)),
-         np.block([[np.zeros((n_hidden - last.shape[0],) * 2),
-                    np.zeros((n_hidden - last.shape[0], last.shape[0]))],
-                   [np.zeros((last.shape[0], n_hidden - last.shape[0])), last]])],
-    ])
-    lmi = ab.T @ q @ ab + corner
-    problem = cp.Problem(cp.Minimize(rho), [0.5 * (lmi + lmi.T) << 0])
+    last = np.zeros((n_state, n_state))
+    width_last = weights[-1].shape[1]
+    last[-width_last:, -width_last:] = weights[-1].T @ weights[-1]
+    select_x = np.eye(n_state)[:n0]
+    if norm == "2":
+        rho = cp.Variable(nonneg=True)
+        input_block, objective = rho * np.eye(n0), rho
+    else:
+        gamma = cp.Variable(n0, nonneg=True)
+        input_block, objective = cp.diag(gamma), cp.sum(gamma)
+    lmi = ab.T @ q @ ab - select_x.T @ input_block @ select_x + last
+    problem = cp.Problem(cp.Minimize(objective), [0.5 * (lmi + lmi.T) << 0])
     problem.solve(solver="CLARABEL")
     assert problem.status == cp.OPTIMAL
-    return math.sqrt(rho.value)
+    return math.sqrt(objective.value)
 
 
 def weights_of(net):
     return [m.weight.detach().double().numpy() for m in net if isinstance(m, nn.Linear)]
 
 
+@pytest.mark.parametrize("norm", ["2", "inf"])
 @pytest.mark.parametrize("widths, seed", [((4, 6, 3), 0), ((5, 8, 7, 2), 1), ((3, 5, 5, 5, 4), 2)])
-def test_agrees_with_independent_lipsdp_neuron(widths, seed):
+def test_agrees_with_independent_lipsdp_neuron(widths, seed, norm):
     net = relu_net(widths, seed)
-    expected = lipsdp_neuron(weights_of(net))
-    result = lipschitz_bound(net, solver="CLARABEL", attack=False)
+    expected = lipsdp_neuron(weights_of(net), norm=norm)
+    result = lipschitz_bound(net, norm=norm, solver="CLARABEL", attack=False)
     assert result.verified and result.status.converged
     assert result.bound == pytest.approx(expected, rel=REL)
     assert result.solver_bound == pytest.approx(expected, rel=1e-6)
