@@ -148,8 +148,9 @@ def assemble_cvxpy(program: Program, blocks: Blocks) -> cp.Expression:
     for i in range(len(sizes)):
         row = []
         for j in range(len(sizes)):
-            if (i, j) in blocks if i <= j else (j, i) in blocks:
-                block = blocks[(i, j)] if i <= j else blocks[(j, i)].T
+            key = (min(i, j), max(i, j))
+            if key in blocks:
+                block = blocks[key] if i <= j else blocks[key].T
                 if not isinstance(block, cp.Expression):
                     block = cp.Constant(block)
             else:
