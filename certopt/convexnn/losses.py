@@ -159,7 +159,7 @@ class LogisticLoss(_MarginLoss):
     """
 
     name = "logistic"
-    newton_steps = 30
+    newton_steps = 12
 
     def value(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.softplus(-y * pred).mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,3 +45,32 @@ class ConvexNNResult(SolverResult):
     def lower_bound(self) -> float:
         """The certified lower bound (same as :attr:`bound`)."""
         return self.bound
+
+
+def combine_results(results: Sequence[ConvexNNResult]) -> ConvexNNResult:
+    """One certificate for independent programs solved side by side (one-vs-rest).
+
+    Objectives, bounds, gaps, neurons, iterations and times add up (the sum
+    of lower bounds bounds the sum of optima); the status is OPTIMAL only if
+    every part is; v and w are stacked to (k, P, d); residuals take the max.
+    """
+    first = results[0]
+    statuses = [r.status for r in results if not r.converged]
+    names = {name for r in results for name in r.residuals}
+    return ConvexNNResult(
+        objective=sum(r.objective for r in results),
+        bound=sum(r.bound for r in results),
+        gap=sum(r.gap for r in results),
+        status=statuses[0] if statuses else first.status,
+        residuals={name: max(r.residuals.get(name, 0.0) for r in results) for name in names},
+        n_iter=sum(r.n_iter for r in results),
+        solve_time=sum(r.solve_time for r in results),
+        v=torch.stack([r.v for r in results]),
+        w=torch.stack([r.w for r in results]),
+        convex_objective=sum(r.convex_objective for r in results),
+        is_global=all(r.is_global for r in results),
+        n_patterns=first.n_patterns,
+        n_neurons=sum(r.n_neurons for r in results),
+        solver=first.solver,
+        dual_scale=min(r.dual_scale for r in results),
+    )

@@ -1,0 +1,272 @@
+"""scikit-learn estimators that train two-layer ReLU networks globally.
+
+``fit`` builds a :class:`~certopt.convexnn.problem.ConvexReLUProblem` (patterns
+sampled or all), solves its convex program with the solver named by
+``solver`` (looked up in :data:`SOLVERS`), turns the solution into a ReLU
+network f(x) = sum_j alpha_j (u_j^T [x, 1])_+ and keeps the certificate.
+
+Fitted attributes: ``hidden_weights_`` (m, d + fit_intercept), the rows u_j
+(bias last); ``output_weights_`` (m, n_outputs), the alpha_j (for one-vs-rest
+multi-class, column k holds class k's neurons, zeros elsewhere);
+``objective_`` (F of the network, math note section 1; summed over the
+one-vs-rest problems); ``certificate_`` (a
+:class:`~certopt.convexnn.result.ConvexNNResult`); ``n_neurons_``.
+Predictions are numpy arrays, or torch tensors when X is a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from certopt.convexnn.admm import solve_admm
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.reference import solve_cvxpy
+from certopt.convexnn.result import ConvexNNResult, combine_results
+from certopt.convexnn.sampled import solve_sampled
+from certopt.core.arrays import check_scalar, resolve_device
+from certopt.core.errors import InputValueError
+
+Solver = Callable[[ConvexReLUProblem, SolverOptions], ConvexNNResult]
+
+SOLVERS: dict[str, Solver] = {
+    "admm": solve_admm,
+    "cvxpy": solve_cvxpy,
+    "sampled": solve_sampled,
+}
+"""Solver name -> function(problem, options) returning a certified result."""
+
+
+def _validate(estimator: BaseEstimator, X: Any, y: Any = None, *, reset: bool,
+              y_numeric: bool = False) -> Any:
+    """sklearn's validation, with its ValueErrors re-raised as InputValueError."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    try:
+        if y is None:
+            return validate_data(estimator, X, reset=reset, dtype=np.float64)
+        return validate_data(estimator, X, y, reset=reset, dtype=np.float64,
+                             y_numeric=y_numeric)
+    except InputValueError:
+        raise
+    except ValueError as exc:
+        raise InputValueError(f"X, y: {exc}") from exc
+
+
+class _ConvexReLUBase(BaseEstimator):
+    """Shared fitting and prediction of the two estimators."""
+
+    _loss: str
+
+    def _options(self) -> SolverOptions:
+        max_iter = check_scalar(self.max_iter, "max_iter", low=1, integer=True)
+        tol = check_scalar(self.tol, "tol", low=0.0, low_inclusive=False)
+        return SolverOptions(max_iter=max_iter, tol=tol, verbose=bool(self.verbose))
+
+    def _check_solver(self) -> Solver:
+        if self.solver not in SOLVERS:
+            raise InputValueError(
+                f"solver: expected one of {sorted(SOLVERS)}, got {self.solver!r}"
+            )
+        return SOLVERS[self.solver]
+
+    def _fit_targets(self, X: np.ndarray, targets: list[np.ndarray]) -> None:
+        """Solve one convex program per column of targets; store the network."""
+        solver = self._check_solver()
+        options = self._options()
+        device = resolve_device(self.device)
+        hidden, outputs, results = [], [], []
+        for column, target in enumerate(targets):
+            problem = ConvexReLUProblem.from_data(
+                X, target, lam=self.lam, loss=self._loss, n_patterns=self.n_patterns,
+                fit_intercept=self.fit_intercept, random_state=self.random_state, device=device,
+            )
+            result = self._solve(problem, solver, options)
+            U, alpha = problem.network(result.v, result.w)
+            hidden.append(U.detach().to("cpu", torch.float64))
+            block = torch.zeros(alpha.shape[0], len(targets), dtype=torch.float64)
+            block[:, column] = alpha.detach().to("cpu", torch.float64)
+            outputs.append(block)
+            results.append(result)
+        self.hidden_weights_ = torch.cat(hidden).numpy()
+        self.output_weights_ = torch.cat(outputs).numpy()
+        self.certificate_ = results[0] if len(results) == 1 else combine_results(results)
+        self.objective_ = float(sum(r.objective for r in results))
+        self.n_neurons_ = int(self.hidden_weights_.shape[0])
+
+    def _solve(self, problem: ConvexReLUProblem, solver: Solver,
+               options: SolverOptions) -> ConvexNNResult:
+        return solver(problem, options)
+
+    def _decision(self, X: Any) -> tuple[torch.Tensor, bool]:
+        """(n, n_outputs) float64 outputs and whether X was a torch tensor."""
+        check_is_fitted(self, "hidden_weights_")
+        is_torch = isinstance(X, torch.Tensor)
+        X = _validate(self, X, reset=False)
+        X_aug = ConvexReLUProblem.augment(torch.from_numpy(X), self.fit_intercept)
+        hidden = torch.relu(X_aug @ torch.from_numpy(self.hidden_weights_).T)
+        return hidden @ torch.from_numpy(self.output_weights_), is_torch
+
+    def to_torch(self) -> torch.nn.Sequential:
+        """The network as ``Sequential(Linear(d, m, bias=fit_intercept), ReLU(), Linear(m, k))``.
+
+        k = 1 for regression and binary classification (k = n_classes for
+        one-vs-rest); float64; its output equals ``decision_function``
+        (a column for k = 1).
+        """
+        check_is_fitted(self, "hidden_weights_")
+        U = torch.from_numpy(self.hidden_weights_)
+        A = torch.from_numpy(self.output_weights_)
+        m, d = U.shape[0], U.shape[1] - int(self.fit_intercept)
+        first = torch.nn.Linear(d, m, bias=self.fit_intercept, dtype=torch.float64)
+        second = torch.nn.Linear(m, A.shape[1], bias=False, dtype=torch.float64)
+        with torch.no_grad():
+            first.weight.copy_(U[:, :d])
+            if self.fit_intercept:
+                first.bias.copy_(U[:, d])
+            second.weight.copy_(A.T)
+        return torch.nn.Sequential(first, torch.nn.ReLU(), second)
+
+
+def _wrap(values: torch.Tensor, is_torch: bool) -> np.ndarray | torch.Tensor:
+    return values if is_torch else values.numpy()
+
+
+class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
+    """Two-layer ReLU regression trained to global optimality by a convex program.
+
+    Minimises F(U, alpha) = (1/2n) sum_k (f(x_k) - y_k)^2 + (lam/2) sum_j
+    (||u_j||^2 + alpha_j^2) through the equivalent convex program over
+    ``n_patterns`` sampled activation patterns (or ``"all"`` of them, rank of
+    [X, 1] at most 4, which makes the solution globally optimal over
+    networks of every width).
+
+    Parameters
+    ----------
+    lam : regularisation lam > 0.
+    n_patterns : int (sampled Gaussian gates) or ``"all"``.
+    solver : a key of :data:`SOLVERS` (``"admm"``, ``"cvxpy"``, ``"sampled"``).
+    fit_intercept : append a bias to the hidden layer (regularised like the weights).
+    max_iter, tol : iteration limit and relative tolerance of iterative solvers.
+    device : torch device of the solve (``None``: CPU).
+    random_state : seed of the sampled patterns.
+    verbose : progress bar.
+    """
+
+    _loss = "squared"
+
+    def __init__(self, lam: float = 1e-3, n_patterns: int | str = 100, solver: str = "admm",
+                 fit_intercept: bool = True, max_iter: int = 10_000, tol: float = 1e-6,
+                 device: str | None = None, random_state: Any = None, verbose: bool = False):
+        self.lam = lam
+        self.n_patterns = n_patterns
+        self.solver = solver
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X: Any, y: Any) -> ConvexReLURegressor:
+        """Fit to X (n, d) and real targets y (n,)."""
+        X, y = _validate(self, X, y, reset=True, y_numeric=True)
+        self._fit_targets(X, [y])
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray | torch.Tensor:
+        """Network outputs f(x), shape (n,)."""
+        values, is_torch = self._decision(X)
+        return _wrap(values[:, 0], is_torch)
+
+    def predict(self, X: Any) -> np.ndarray | torch.Tensor:
+        """Network outputs f(x), shape (n,) (same as :meth:`decision_function`)."""
+        return self.decision_function(X)
+
+
+class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
+    """Two-layer ReLU classifier trained to global optimality by a convex program.
+
+    Binary labels are mapped to y in {-1, +1} (``classes_[1]`` is +1) and the
+    network minimises F with the ``"hinge"``, ``"logistic"`` or ``"squared"``
+    loss; more classes are fitted one-vs-rest.  ``adversarial_eps > 0``
+    trains against ell_inf perturbations of radius eps (math note section 7,
+    hinge loss, binary labels) through :func:`certopt.convexnn.robust.fit_robust`
+    and sets ``robust_loss_``.  Other parameters as :class:`ConvexReLURegressor`.
+    """
+
+    def __init__(self, loss: str = "hinge", lam: float = 1e-3, n_patterns: int | str = 100,
+                 solver: str = "admm", fit_intercept: bool = True, max_iter: int = 10_000,
+                 tol: float = 1e-6, device: str | None = None, random_state: Any = None,
+                 verbose: bool = False, adversarial_eps: float = 0.0,
+                 adversarial_norm: str = "inf"):
+        self.loss = loss
+        self.lam = lam
+        self.n_patterns = n_patterns
+        self.solver = solver
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.adversarial_eps = adversarial_eps
+        self.adversarial_norm = adversarial_norm
+
+    @property
+    def _loss(self) -> str:
+        return self.loss
+
+    def _robust_eps(self) -> float:
+        from certopt.convexnn.robust import check_robust_settings
+
+        if self.adversarial_eps == 0:
+            return 0.0
+        return check_robust_settings(self.adversarial_eps, self.adversarial_norm, self.loss)
+
+    def _solve(self, problem: ConvexReLUProblem, solver: Solver,
+               options: SolverOptions) -> ConvexNNResult:
+        eps = self._robust_eps()
+        if eps == 0.0:
+            return solver(problem, options)
+        from certopt.convexnn.robust import fit_robust
+
+        result = fit_robust(problem, eps, self.adversarial_norm, self.solver, options)
+        self.robust_loss_ = result.robust_loss
+        return result
+
+    def fit(self, X: Any, y: Any) -> ConvexReLUClassifier:
+        """Fit to X (n, d) and labels y (n,) of at least two classes."""
+        X, y = _validate(self, X, y, reset=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if self.classes_.shape[0] < 2:
+            raise InputValueError(
+                f"y: a classifier needs samples of at least two classes, got one class "
+                f"({self.classes_[0]!r})"
+            )
+        if self._robust_eps() > 0 and self.classes_.shape[0] > 2:
+            raise InputValueError("adversarial_eps > 0 supports binary labels only")
+        positives = [self.classes_[1:]] if self.classes_.shape[0] == 2 else self.classes_
+        targets = [np.where(y == c, 1.0, -1.0) for c in positives]
+        self._fit_targets(X, targets)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray | torch.Tensor:
+        """Network outputs: (n,) for two classes (> 0 means ``classes_[1]``), else (n, k)."""
+        values, is_torch = self._decision(X)
+        return _wrap(values[:, 0] if values.shape[1] == 1 else values, is_torch)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels (numpy, shape (n,))."""
+        values, _ = self._decision(X)
+        index = (values[:, 0] > 0).long() if values.shape[1] == 1 else values.argmax(dim=1)
+        return self.classes_[index.numpy()]
