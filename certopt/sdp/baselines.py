@@ -25,6 +25,9 @@ from torch import nn
 
 from certopt.sdp.program import Program
 
+_SCALES = torch.tensor([0.1, 0.3, 1.0, 3.0], dtype=torch.float64)
+"""Standard deviations of the sample points (biases make the scale matter)."""
+
 
 def _input_norm(block: np.ndarray, norm: str) -> float:
     spectral = float(np.linalg.norm(block, 2)) if block.size else 0.0
@@ -80,7 +83,7 @@ def attack_lower_bound(
     input_shape: Sequence[int],
     norm: str = "2",
     *,
-    n_samples: int = 64,
+    n_samples: int = 256,
     n_steps: int = 50,
     step_size: float = 1e-2,
     random_state: int = 0,
@@ -88,8 +91,8 @@ def attack_lower_bound(
     """Largest Lipschitz ratio found by sampling plus gradient ascent (a lower bound).
 
     Works on a float64, evaluation-mode copy of ``net`` on its own device;
-    inputs are drawn from ``N(0, I)`` with ``torch.Generator`` seeded by
-    ``random_state``.
+    inputs are drawn from ``N(0, σ²I)`` with ``σ`` cycling through 0.1, 0.3,
+    1, 3, by a ``torch.Generator`` seeded with ``random_state``.
     """
     model = copy.deepcopy(net).double().eval()
     for parameter in model.parameters():
@@ -98,7 +101,8 @@ def attack_lower_bound(
     shape = tuple(int(s) for s in input_shape)
     generator = torch.Generator(device="cpu").manual_seed(int(random_state))
     points = torch.randn((n_samples, *shape), generator=generator, dtype=torch.float64)
-    points = points.to(device)
+    points = (points * _SCALES[torch.arange(n_samples) % len(_SCALES), None]
+              .reshape(-1, *([1] * len(shape)))).to(device)
 
     jacobians = _jacobians(model, points)
     norms = _operator_norms(jacobians, norm)
