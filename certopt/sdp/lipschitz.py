@@ -172,8 +172,8 @@ def lipschitz_bound(
     solution = solve(program, norm_name, solver, output_scale=naive, verbose=verbose, **options)
     solver_bound = bound_from_weight(solution.input_weight, norm_name)
     if verify:
-        check = verify_certificate(program, solution.input_weight,
-                                                solution.multipliers, norm_name)
+        check = verify_certificate(program, solution.input_weight, solution.multipliers,
+                                   norm_name)
         verified, bound = check.verified, check.bound
         weight, multipliers, min_eig = check.input_weight, check.multipliers, check.min_eigenvalue
         if not verified:

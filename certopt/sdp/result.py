@@ -58,6 +58,9 @@ class LipschitzResult(SolverResult):
         True for ``method="naive"``, sound by construction).
     input_weight, multipliers:
         The certificate: ``γ`` and one mapping per stage of the program.
+    solve_time:
+        Seconds spent solving the SDP and verifying it (not compiling the
+        network nor running the attack).
     residuals:
         ``lmi_min_eigenvalue`` of the verified LMI matrix (``>= 0``) and
         ``verification_increase = bound / solver_bound - 1``.
