@@ -8,13 +8,15 @@ the status and timings.
 * :func:`sparse`: at most ``k`` nonzeros per plan column (Liu et al. 2023);
 * :func:`quadratic`: quadratically regularised OT (``sparse`` with k = n);
 * :func:`sinkhorn`: entropic OT, log-domain Sinkhorn;
-* :func:`exact`: unregularised OT by POT's network simplex, certified.
+* :func:`exact`: unregularised OT by POT's network simplex, certified;
+* :func:`class_based`: class-structured OT with a sum-of-norms regulariser.
 """
 
+from certopt.ot.class_based import class_based
 from certopt.ot.exact import exact
 from certopt.ot.quadratic import quadratic
 from certopt.ot.result import TransportResult
 from certopt.ot.sinkhorn import sinkhorn
 from certopt.ot.sparse import sparse
 
-__all__ = ["TransportResult", "exact", "quadratic", "sinkhorn", "sparse"]
+__all__ = ["TransportResult", "class_based", "exact", "quadratic", "sinkhorn", "sparse"]
