@@ -39,8 +39,9 @@ from certopt.sdp.rules import groupsort_candidates, groupsort_encoding
 from certopt.sdp.verify import bound_from_weight
 from certopt.sdp.verify import verify as verify_certificate
 
-AUTO_STATE_DIM = 600
-"""``method="auto"`` uses the interior-point/SCS SDP up to this LMI order."""
+AUTO_STATE_DIM = 300
+"""``method="auto"`` uses the cvxpy SDP up to this LMI order (benchmarks/lipsdp_scaling.py:
+cvxpy+SCS takes ≈ 30 s at order 276 and more than 150 s at order 532 on 2 CPU cores)."""
 
 Method = Callable[..., SDPSolution]
 
