@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 import cvxpy as cp
 import numpy as np
+import torch
 
 from certopt.core.errors import InputValueError
 
@@ -195,8 +196,8 @@ class SlopeRestricted(QuadraticConstraint):
     def form(self, multipliers: Mapping[str, Any], multiply: Multiply) -> QCForm:
         t = multipliers["t"]
         product = -self.alpha * self.beta
-        pre_pre = multiply(product, t) if np.any(product != 0) else None
-        return QCForm(pre_pre, multiply(0.5 * (self.alpha + self.beta), t), -t)
+        pre_pre = multiply(like(product, t), t) if np.any(product != 0) else None
+        return QCForm(pre_pre, multiply(like(0.5 * (self.alpha + self.beta), t), t), -t)
 
     def project(self, multipliers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"t": np.maximum(np.asarray(multipliers["t"], dtype=np.float64), 0.0)}
@@ -204,6 +205,13 @@ class SlopeRestricted(QuadraticConstraint):
     def __repr__(self) -> str:
         return f"SlopeRestricted(size={self.size}, alpha∈{_range(self.alpha)}, " \
                f"beta∈{_range(self.beta)})"
+
+
+def like(constant: np.ndarray, value: Any) -> Any:
+    """``constant`` as a tensor of ``value``'s dtype and device when ``value`` is a tensor."""
+    if isinstance(value, torch.Tensor):
+        return torch.as_tensor(constant, dtype=value.dtype, device=value.device)
+    return constant
 
 
 def _range(v: np.ndarray) -> str:
