@@ -75,3 +75,17 @@ class LipschitzResult(SolverResult):
     input_weight: np.ndarray | None = field(default=None, repr=False)
     multipliers: tuple[Mapping[str, np.ndarray], ...] = field(default=(), repr=False)
     program: Program | None = field(default=None, repr=False)
+
+    def check(self) -> bool:
+        """Re-check the certificate from scratch: True when the LMI matrix of
+        ``input_weight`` and ``multipliers`` passes the float64 Cholesky test
+        and the multipliers are admissible (False when there is no certificate)."""
+        from certopt.sdp.verify import lmi_matrix, passes_cholesky
+
+        if self.program is None or self.input_weight is None or not self.verified:
+            return False
+        for stage, multipliers in zip(self.program.stages, self.multipliers, strict=True):
+            projected = stage.qc.project(multipliers)
+            if any(not np.array_equal(projected[k], multipliers[k]) for k in projected):
+                return False
+        return passes_cholesky(lmi_matrix(self.program, self.input_weight, self.multipliers))

@@ -171,6 +171,7 @@ def test_soundness_lower_le_bound_le_naive(norm, moons_net):
         # the certificate re-checks: its LMI matrix is positive semidefinite in float64
         assert passes_cholesky(lmi_matrix(result.program, result.input_weight,
                                           result.multipliers))
+        assert result.check()
 
 
 def test_verification_catches_perturbed_multipliers():
@@ -202,7 +203,7 @@ def test_failed_verification_falls_back_to_naive(monkeypatch):
     monkeypatch.setitem(lipschitz_module.METHODS, "lipsdp", broken)
     with pytest.warns(ConvergenceWarning, match="verification"):
         result = lipschitz_bound(relu_net((3, 4, 2), 0), attack=False)
-    assert not result.verified
+    assert not result.verified and not result.check()
     assert result.bound == result.naive
     unverified = lipschitz_bound(relu_net((3, 4, 2), 0), attack=False, verify=False)
     assert not unverified.verified and unverified.bound == pytest.approx(math.sqrt(1e-3))
