@@ -24,9 +24,11 @@ feasible point of the SDP, so ``F`` at the best iterate is an upper bound on
 the SDP value (up to round-off, removed by the float64 verification of
 section 6 that the caller runs on the returned multipliers).  Nonnegative
 multipliers are parameterised as ``exp(η)`` (and ``g = exp(ζ)``); ``λ_max`` is
-smoothed by a log-sum-exp over the spectrum with a temperature that shrinks
-as the iterates settle; Adam takes the steps, and a step that leaves the
-domain ``S ≻ 0`` is rejected and the step size halved.  The starting point
+smoothed by a log-sum-exp over the spectrum (temperature ``10⁻³|F|``,
+refined to ``10⁻⁵|F|`` as the iterates settle); L-BFGS takes the steps with
+an Armijo backtracking line search that also keeps ``S ≻ 0`` (the optimum
+often lies on the boundary of that domain, e.g. for orthogonal MaxMin nets).
+The starting point
 is a strictly feasible, naive-bound-like certificate built stage by stage
 (:func:`initial_multipliers`).
 
@@ -50,7 +52,7 @@ from certopt.core.arrays import check_scalar, resolve_device
 from certopt.core.errors import ConvergenceWarning, InputValueError, UnsupportedError
 from certopt.core.progress import progress
 from certopt.core.result import Status
-from certopt.sdp.program import Program, SlopeRestricted
+from certopt.sdp.program import LinearExpr, Program, SlopeRestricted, Stage
 
 __all__ = ["FirstOrderSolution", "initial_multipliers", "solve_first_order"]
 
@@ -198,8 +200,8 @@ def solve_first_order(
         Stop when the best value improved by less than ``tol`` (relative) over
         the last ``patience`` iterations.
     lr:
-        Adam step size in the log-parameters (a step that leaves the domain is
-        rejected and the step halved).
+        Largest change of a log-parameter on a (restarted) gradient step;
+        L-BFGS steps start at 1 and are halved by the line search.
     verbose:
         Show a progress bar.
 
@@ -217,75 +219,93 @@ def solve_first_order(
     tol = check_scalar(tol, "tol", low=0)
     lr = check_scalar(lr, "lr", low=0, low_inclusive=False)
     dev = resolve_device(device)
-    lmi = _TorchLMI(program, dev, dtype)
-    n0 = program.input_dim
-    n_x = n0
+    lmi = _TorchLMI(_reduced_input(program) if norm == 2 else program, dev, dtype)
+    n0 = lmi.program.input_dim
 
     init_t, _ = initial_multipliers(program)
-    log_t = [torch.tensor(np.log(t), dtype=dtype, device=dev, requires_grad=True) for t in init_t]
-    log_g = torch.zeros(n0, dtype=dtype, device=dev, requires_grad=(norm == math.inf))
-    params = log_t + ([log_g] if norm == math.inf else [])
+    sizes = [len(t) for t in init_t] + ([n0] if norm == math.inf else [])
+    z = torch.tensor(np.concatenate([np.log(t) for t in init_t]
+                                    + ([np.zeros(n0)] if norm == math.inf else [])),
+                     dtype=dtype, device=dev)
 
-    def evaluate(smoothing: float) -> tuple[torch.Tensor | None, float]:
-        """Smoothed objective (for the gradient) and the exact value ``F``."""
-        k_mat = lmi.matrix([torch.exp(v) for v in log_t])
-        k_xx, k_phx = k_mat[:n_x, :n_x], k_mat[n_x:, :n_x]
-        if k_mat.shape[0] > n_x:
-            chol, info = torch.linalg.cholesky_ex(-k_mat[n_x:, n_x:])
+    def evaluate(point: torch.Tensor, width: float | None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+        """Smoothed objective, its gradient (``width=None``: value only) and ``F``."""
+        point = point.detach().requires_grad_(width is not None)
+        parts = list(torch.split(point, sizes))
+        k_mat = lmi.matrix([torch.exp(v) for v in parts[:len(init_t)]])
+        k_xx, k_phx = k_mat[:n0, :n0], k_mat[n0:, :n0]
+        if k_mat.shape[0] > n0:
+            chol, info = torch.linalg.cholesky_ex(-k_mat[n0:, n0:])
             if int(info) != 0:
-                return None, math.inf
+                return None, None, math.inf
             y = torch.linalg.solve_triangular(chol, k_phx, upper=False)
             r_mat = k_xx + y.T @ y
         else:
             r_mat = k_xx
+        total = torch.ones((), dtype=dtype, device=dev)
         if norm == math.inf:
-            scale = torch.exp(-0.5 * log_g)
+            scale = torch.exp(-0.5 * parts[-1])
             r_mat = scale[:, None] * r_mat * scale[None, :]
-            total = torch.exp(log_g).sum()
-        else:
-            total = torch.ones((), dtype=dtype, device=dev)
+            total = torch.exp(parts[-1]).sum()
         eig = torch.linalg.eigvalsh(0.5 * (r_mat + r_mat.T))
-        top = eig[-1].detach()
-        width = smoothing * top.abs().clamp_min(1e-300)
-        smooth = top + width * torch.logsumexp((eig - top) / width, dim=0)
-        value = float(total.detach() * top)
+        value = float(total.detach() * eig[-1].detach())
         if not math.isfinite(value):
-            return None, math.inf
-        return total * smooth, value
+            return None, None, math.inf
+        if width is None:
+            return None, None, value
+        top = eig[-1].detach()
+        smooth = total * (top + width * torch.logsumexp((eig - top) / width, dim=0))
+        (grad,) = torch.autograd.grad(smooth, point)
+        return smooth.detach(), grad, value
 
-    optimizer = torch.optim.Adam(params, lr=lr)
-    best_value, best_state = math.inf, [p.detach().clone() for p in params]
+    best_value, best_point = math.inf, z.clone()
     history: list[float] = []
     smoothing, n_iter, status = 1e-3, 0, Status.MAX_ITER
+    _, _, first_value = evaluate(z, None)
+    width = smoothing * abs(first_value)
+    objective, grad, value = evaluate(z, width) if math.isfinite(first_value) else (None,) * 3
+    memory: list[tuple[torch.Tensor, torch.Tensor]] = []
+    line_search_failed = False
     with progress(max_iter, verbose, desc="first-order LipSDP") as bar:
         for iteration in range(1, max_iter + 1):
-            n_iter = iteration
-            objective, value = evaluate(smoothing)
             if objective is None:
-                with torch.no_grad():  # rejected step: back to the best point, smaller steps
-                    for p, saved in zip(params, best_state):
-                        p.copy_(saved)
-                for group in optimizer.param_groups:
-                    group["lr"] *= 0.5
-                optimizer.state.clear()
-                if optimizer.param_groups[0]["lr"] < 1e-8 * lr:
-                    break
-                continue
+                break  # the starting point failed: NUMERICAL below
+            n_iter = iteration
             if value < best_value:
-                best_value = value
-                best_state = [p.detach().clone() for p in params]
+                best_value, best_point = value, z.clone()
             history.append(value)
-            if len(history) > patience and \
-                    history[-patience - 1] - best_value <= tol * best_value:
+            stalled = len(history) > patience and \
+                history[-patience - 1] - best_value <= tol * best_value
+            if stalled or line_search_failed:
+                line_search_failed = False
                 if smoothing <= 1e-5:
                     status = Status.OPTIMAL
                     break
                 smoothing *= 0.1
-                for group in optimizer.param_groups:
-                    group["lr"] *= 0.5
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
+                width = smoothing * abs(best_value)
+                z, memory = best_point.clone(), []
+                objective, grad, value = evaluate(z, width)
+                continue
+            direction = _lbfgs_direction(grad, memory)
+            slope = float(grad @ direction)
+            if slope >= 0:
+                memory, direction = [], -grad
+                slope = float(grad @ direction)
+            step = 1.0 if memory else min(1.0, lr / float(direction.abs().max()))
+            for _ in range(60):  # Armijo backtracking; also keeps S ≻ 0
+                trial = z + step * direction
+                new_objective, new_grad, new_value = evaluate(trial, width)
+                if new_objective is not None and \
+                        float(new_objective) <= float(objective) + 1e-4 * step * slope:
+                    break
+                step *= 0.5
+            else:  # no decrease: restart from the gradient, or refine the smoothing
+                line_search_failed, memory = not memory, []
+                continue
+            memory.append((trial - z, new_grad - grad))
+            memory = memory[-10:]
+            z, objective, grad, value = trial, new_objective, new_grad, new_value
             bar.update(value=best_value)
     if not math.isfinite(best_value):
         status = Status.NUMERICAL
@@ -293,16 +313,56 @@ def solve_first_order(
         warnings.warn(f"first-order LipSDP stopped with status {status.value} after "
                       f"{n_iter} iterations; the bound is verified but may be loose",
                       ConvergenceWarning, stacklevel=2)
-    with torch.no_grad():
-        log_t_best = best_state[:len(log_t)]
-        g = torch.exp(best_state[-1]) if norm == math.inf else torch.ones(n0, dtype=dtype)
-        for p, saved in zip(params, best_state):
-            p.copy_(saved)
-        _, value = evaluate(smoothing)
-        gamma = (value / float(g.sum()) if norm == math.inf else value) * g
+    parts = torch.split(best_point, sizes)
+    weights = (torch.exp(parts[-1]) if norm == math.inf
+               else torch.ones(program.input_dim, dtype=dtype))
+    gamma = (best_value / float(weights.sum()) if norm == math.inf else best_value) * weights
     return FirstOrderSolution(
         gamma=gamma.detach().to("cpu", torch.float64).numpy(),
-        multipliers=[{"t": torch.exp(v).to("cpu", torch.float64).numpy()} for v in log_t_best],
-        value=value, status=status, n_iter=n_iter,
+        multipliers=[{"t": torch.exp(v).to("cpu", torch.float64).numpy()}
+                     for v in parts[:len(init_t)]],
+        value=best_value, status=status, n_iter=n_iter,
         solve_time=time.perf_counter() - start, history={"value": history},
     )
+
+
+def _reduced_input(program: Program) -> Program:
+    """The same program on ``x̃ = Qᵀx``, ``Q`` an orthonormal basis of the input's row space.
+
+    Every quantity depends on ``x`` through ``C_k[0] x = C_k[0] Q Qᵀ x``, so in
+    ℓ2 the LMI's input block lives in ``range(Q)`` and ``ρ`` and the
+    multipliers are unchanged: a 784-input net with a 16-wide first layer
+    gives a 16-dimensional eigenproblem instead of a 784-dimensional one.
+    """
+    exprs = [stage.pre for stage in program.stages] + [program.output]
+    blocks = [e.terms[0] for e in exprs if 0 in e.terms]
+    _, singular, vh = np.linalg.svd(np.vstack(blocks), full_matrices=False)
+    rank = int(np.sum(singular > singular[0] * 1e-13)) if singular.size else 0
+    if rank >= 0.75 * program.input_dim:
+        return program
+    basis = vh[:max(rank, 1)].T
+
+    def project(expr: LinearExpr) -> LinearExpr:
+        terms = {k: (b @ basis if k == 0 else b) for k, b in expr.terms.items()}
+        return LinearExpr(expr.shape, terms)
+
+    stages = tuple(Stage(project(st.pre), st.qc, st.label) for st in program.stages)
+    return Program((basis.shape[1],), stages, project(program.output))
+
+
+def _lbfgs_direction(grad: torch.Tensor, memory: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                     ) -> torch.Tensor:
+    """``−H ∇`` by the L-BFGS two-loop recursion over the pairs ``(s, y)`` with ``sᵀy > 0``."""
+    pairs = [(s, y, float(s @ y)) for s, y in memory]
+    pairs = [(s, y, sy) for s, y, sy in pairs if sy > 1e-12 * float(y @ y)]
+    q, alphas = grad.clone(), []
+    for s, y, sy in reversed(pairs):
+        alpha = float(s @ q) / sy
+        alphas.append(alpha)
+        q -= alpha * y
+    if pairs:
+        s, y, sy = pairs[-1]
+        q *= sy / float(y @ y)
+    for (s, y, sy), alpha in zip(pairs, reversed(alphas)):
+        q += (alpha - float(y @ q) / sy) * s
+    return -q

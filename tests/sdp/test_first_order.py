@@ -7,11 +7,12 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from test_orthogonal import DATA, load_mat_net, orthogonal_net  # tests/sdp is on sys.path
 from torch import nn
 
 from certopt.core.errors import InputValueError, UnsupportedError
 from certopt.core.result import Status
-from certopt.sdp import lipschitz_bound
+from certopt.sdp import MaxMin, lipschitz_bound
 from certopt.sdp.compiler import compile_network
 from certopt.sdp.first_order import initial_multipliers, solve_first_order
 from certopt.sdp.verify import lmi_matrix
@@ -144,3 +145,22 @@ def test_cuda_matches_cpu():
         cpu = solve_first_order(program)
         gpu = solve_first_order(program, device="cuda")
     assert abs(gpu.value / cpu.value - 1) <= 1e-3
+
+
+def test_orthogonal_maxmin_first_order_certifies_one():
+    net = orthogonal_net(MaxMin, width=8, seed=2)
+    res = lipschitz_bound(net, norm=2, method="first-order", attack=False)
+    assert res.verified and res.bound <= 1 + 1e-4
+
+
+@pytest.mark.skipif(not (DATA / "weights_2_16.mat").exists(), reason="maxmin_nets data absent")
+def test_real_maxmin_net():
+    net, weights = load_mat_net(DATA / "weights_2_16.mat")
+    assert weights[0].shape == (16, 784)
+    res = lipschitz_bound(net, norm=2, method="first-order", attack=False)
+    naive = math.prod(float(np.linalg.norm(w, 2)) for w in weights)
+    points = torch.randn(8, 784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    jacobians = torch.func.vmap(torch.func.jacrev(net))(points)
+    lower = float(torch.linalg.matrix_norm(jacobians, ord=2).max())
+    assert res.verified
+    assert lower <= res.bound <= naive * (1 + 1e-9)
