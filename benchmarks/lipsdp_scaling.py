@@ -11,7 +11,11 @@ run).  A method that hits the cap (or would need more memory than
     python benchmarks/lipsdp_scaling.py            # widths 32 … 1024, 300 s cap
     python benchmarks/lipsdp_scaling.py --quick    # small widths, < 1 minute
 
-Adding a method (e.g. the first-order solver) is one more :class:`Method`
+The first-order solver (``--device cuda`` on a GPU) is the last method;
+``--input-dim 784 --widths 1024`` gives the 784-1024-1024-10 net and
+``--maxmin-nets`` certifies the published MaxMin nets instead.
+
+Adding a method is one more :class:`Method`
 entry: a name, the keyword arguments for ``lipschitz_bound`` and optionally a
 function returning a reason to skip a width.
 """
@@ -25,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cvxpy as cp
 import torch  # imported once, before forking the solves
@@ -65,6 +70,7 @@ METHODS: list[Method] = [
 if "MOSEK" in cp.installed_solvers():
     METHODS.append(Method("cvxpy+MOSEK", {"method": "lipsdp", "solver": "MOSEK"},
                           _clarabel_memory))
+METHODS.append(Method("first-order", {"method": "first-order"}))
 ANCHOR = "cvxpy+SCS"
 _FORK = multiprocessing.get_context("fork")
 
@@ -109,19 +115,37 @@ def _run(method: Method, width: int, cap: float) -> dict:
 
 
 def main() -> None:
+    global INPUT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small widths, < 1 minute")
     parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")])
     parser.add_argument("--cap", type=float, help="seconds per solve (default 300; quick 15)")
     parser.add_argument("--max-memory-gb", type=float, default=8.0)
+    parser.add_argument("--device", default="cpu", help="device of the first-order solver")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: torch's; --quick: 1, as tiny "
+                             "matrices only pay thread hand-offs on a loaded machine)")
+    parser.add_argument("--input-dim", type=int, default=INPUT,
+                        help="input size (784: the 784-w-w-10 MNIST-sized nets)")
+    parser.add_argument("--maxmin-nets", nargs="*", metavar="MAT",
+                        help="instead: certify the real MaxMin nets (.mat files; no names: "
+                             "the small ones in ../shared/data/maxmin_nets)")
     args = parser.parse_args()
+    if args.maxmin_nets is not None:
+        _maxmin_table(args.maxmin_nets, args.device)
+        return
+    INPUT = args.input_dim
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
+    METHODS[-1].options["device"] = args.device
     widths = args.widths or ([8, 16, 24] if args.quick else [32, 64, 100, 128, 256, 512, 1024])
     cap = args.cap or (15.0 if args.quick else 300.0)
 
     print(f"LipSDP on {INPUT}-w-w-{OUTPUT} ReLU nets (solve + float64 verification), "
           f"cap {cap:.0f} s per solve")
     header = (f"{'width':>6} {'N':>6}  {'method':<22} {'time s':>9} {'peak MB':>9} "
-              f"{'bound':>10} {'bound/naive':>11} {'verified':>8} {'time/SCS':>9}")
+              f"{'bound':>10} {'bound/naive':>11} {'verified':>8} {'time/SCS':>9} "
+              f"{'bound/SCS':>9}")
     print(header)
     print("-" * len(header))
     given_up: dict[str, str] = {}
@@ -140,8 +164,51 @@ def main() -> None:
                 print(f"{prefix} {row['skipped']}")
                 continue
             ratio = (f"{row['time'] / anchor['time']:>9.2f}" if "time" in anchor else f"{'-':>9}")
+            bound_ratio = (f"{row['bound'] / anchor['bound']:>9.5f}" if "bound" in anchor
+                           else f"{'-':>9}")
             print(f"{prefix} {row['time']:>9.2f} {row['memory_mb']:>9.0f} {row['bound']:>10.5g} "
-                  f"{row['bound'] / row['naive']:>11.4f} {str(row['verified']):>8} {ratio}")
+                  f"{row['bound'] / row['naive']:>11.4f} {str(row['verified']):>8} {ratio} "
+                  f"{bound_ratio}")
+        sys.stdout.flush()
+
+
+MAXMIN_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "maxmin_nets"
+SMALL_MAXMIN_NETS = ("weights_2_16.mat", "weights_2_64.mat", "weights_5_32.mat",
+                     "weights_8_64.mat", "resweights_5_32.mat")
+
+
+def _maxmin_table(paths: list[str], device: str) -> None:
+    """ℓ2 certificates of the published MaxMin nets: naive, first-order bound, lower, time.
+
+    ``weights_*`` files are chains ``W_0, MaxMin, W_1, ..., W_L``; ``resweights_*``
+    files are not read (their residual layout is not documented in the data).
+    """
+    import numpy as np
+    import scipy.io
+
+    from certopt.sdp import MaxMin, lipschitz_bound
+
+    files = [Path(p) for p in paths] or [MAXMIN_DATA / n for n in SMALL_MAXMIN_NETS
+                                         if not n.startswith("res")]
+    header = (f"{'net':<24} {'naive':>9} {'first-order':>11} {'lower':>9} {'bound/naive':>11} "
+              f"{'verified':>8} {'time s':>8}")
+    print(f"MaxMin nets (MNIST), l2, first-order on {device}")
+    print(header)
+    print("-" * len(header))
+    for path in files:
+        weights = [np.asarray(w, dtype=np.float64) for w in scipy.io.loadmat(path)["W"].ravel()]
+        layers: list[nn.Module] = []
+        for k, w in enumerate(weights):
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=False).double()
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w))
+            layers += [lin, MaxMin()] if k < len(weights) - 1 else [lin]
+        naive = float(np.prod([np.linalg.norm(w, 2) for w in weights]))
+        start = time.perf_counter()
+        result = lipschitz_bound(nn.Sequential(*layers), method="first-order", device=device)
+        elapsed = time.perf_counter() - start
+        print(f"{path.name:<24} {naive:>9.4g} {result.bound:>11.5g} {result.lower:>9.5g} "
+              f"{result.bound / naive:>11.4f} {str(result.verified):>8} {elapsed:>8.1f}")
         sys.stdout.flush()
 
 
