@@ -100,9 +100,10 @@ class ColumnDuals:
         self.support_cost = None if support is None else torch.gather(self.cost_t, 1, support)
 
     def scores(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``alpha_i - C_ij`` on each column's candidate entries, decreasing.
+        """``alpha_i - C_ij`` on each column's candidate entries.
 
-        Returns ``(values, rows)`` of shape ``(m, k)``, or the dense
+        Returns ``(values, rows)`` of shape ``(m, k)`` (decreasing along each
+        row, except on a fixed ``support``, kept in its given order), or the dense
         ``(m, n)`` block and ``None`` when ``k = n`` with no fixed support.
         """
         if self.support is not None:
@@ -125,6 +126,9 @@ class ColumnDuals:
         values, rows = self.scores(alpha)
         if rows is None:                                    # k = n: sort whole columns
             values, rows = top_k_last(values, self.n)
+        elif self.support is not None:                      # fixed support: sort it
+            values, order = torch.sort(values, dim=1, descending=True)
+            rows = torch.gather(rows, 1, order)
         masses, tau = project_sorted(values / self.reg, self.b)
         conjugate = (values * masses).sum() - 0.5 * self.reg * (masses * masses).sum()
         plan = ColumnPlan(masses, rows)

@@ -239,3 +239,26 @@ def test_zero_weights_get_empty_rows_and_columns(method):
     assert res.status is Status.OPTIMAL and res.marginal_error <= 1e-6
     assert np.abs(res.plan[5]).max() == 0.0 and np.abs(res.plan[:, 3]).max() == 0.0
     assert np.isfinite(res.dual_value) and abs(res.gap) <= 1e-7
+
+
+def test_semi_dual_on_a_fixed_support_matches_the_dual_optimum():
+    import importlib
+
+    from certopt.ot.problem import TransportProblem
+
+    sparse_module = importlib.import_module("certopt.ot.sparse")
+    a, b, C = point_cloud_problem(12, 12, seed=13, uniform=True)
+    problem = TransportProblem.from_inputs(a, b, C)
+    # a feasible support (column j may use rows j+3, j+1, j+2, j mod 12), in no sorted order
+    support = (torch.arange(12)[:, None] + torch.tensor([3, 1, 2, 0])) % 12
+    duals = sparse_module.ColumnDuals(problem, 4, 0.1, support=support)
+    semi = sparse_module.solve_column_dual(duals, "semi-dual", tol=1e-9, max_iter=2000,
+                                           optimizer="lbfgs", verbose=False, desc="t")
+    full = sparse_module.solve_column_dual(duals, "dual", tol=1e-9, max_iter=2000,
+                                           optimizer="lbfgs", verbose=False, desc="t")
+    assert semi.status is Status.OPTIMAL and full.status is Status.OPTIMAL
+    assert semi.dual_value == pytest.approx(full.dual_value, rel=1e-8)
+    mask = np.zeros((12, 12), dtype=bool)
+    mask[support.numpy(), np.arange(12)[:, None]] = True
+    ref = quadratic_reference(a, b, C, 0.1, support=mask)
+    assert semi.dual_value == pytest.approx(ref.value, rel=1e-6)
