@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")])
     parser.add_argument("--cap", type=float, help="seconds per solve (default 300; quick 15)")
     parser.add_argument("--max-memory-gb", type=float, default=8.0)
+    parser.add_argument("--methods", type=lambda s: s.split(","),
+                        help="comma-separated subset of the method names, e.g. first-order")
     parser.add_argument("--device", default="cpu", help="device of the first-order solver")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's; --quick: 1, as tiny "
@@ -152,6 +154,8 @@ def main() -> None:
     for width in widths:
         rows = {}
         for method in METHODS:
+            if args.methods and method.name not in args.methods:
+                continue
             reason = given_up.get(method.name) or method.skip(width, args)
             row = {"skipped": reason} if reason else _run(method, width, cap)
             if "skipped" in row and not reason:
