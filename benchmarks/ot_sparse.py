@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--pot-max", type=int, default=2000, help="largest n POT runs on")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--methods", default="semi-dual,dual")
+    parser.add_argument("--sizes", help="comma-separated n to run instead, e.g. 2000,5000")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,6 +98,8 @@ def main() -> None:
         sizes = [300, 1000] if args.quick else [300, 1000, 2000] + ([5000] if args.large else [])
         if args.quick:
             args.pot_max = min(args.pot_max, 300)
+    if args.sizes:
+        sizes = [int(n) for n in args.sizes.split(",")]
     print(f"sparse OT, k={K}, reg={REG}, d={DIM}, device={device}, "
           f"torch threads={torch.get_num_threads()}")
     header = (f"{'n':>6} {'method':>9} | {'certopt s':>9} {'POT s':>8} {'speedup':>7} | "
