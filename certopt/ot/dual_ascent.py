@@ -101,7 +101,7 @@ class _Flat:
 
 
 class _Objective:
-    """Counts evaluations, records history and keeps the best evaluated point."""
+    """Counts evaluations and records the history of accepted (monotone) points."""
 
     def __init__(self, value_and_grad: ValueAndGrad, criterion: Criterion, flat: _Flat):
         self.value_and_grad = value_and_grad
