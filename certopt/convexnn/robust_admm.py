@@ -59,7 +59,7 @@ DEFAULT_RHO = 0.01
 grid on test problems; residual balancing made this splitting slower)."""
 RELAXATION = 1.6
 """Over-relaxation factor in (0, 2)."""
-BISECTION_STEPS = 40
+BISECTION_STEPS = 30
 
 
 def soft_threshold(b: torch.Tensor, level: torch.Tensor) -> torch.Tensor:

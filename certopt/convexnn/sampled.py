@@ -120,6 +120,22 @@ def fista(program: GatedProgram, options: SolverOptions, start: torch.Tensor | N
     return x, status, n_iter
 
 
+def solve_gated(problem: ConvexReLUProblem, options: SolverOptions
+                ) -> tuple[torch.Tensor, Status, int]:
+    """Step 1: (u, status, iterations) of the gated-ReLU group lasso by FISTA.
+
+    The hinge loss is solved through its Moreau envelopes of the decreasing
+    widths ``HINGE_SMOOTHING``, each stage warm started from the previous one;
+    the status is that of the last stage.
+    """
+    widths = HINGE_SMOOTHING if problem.loss.name == "hinge" else HINGE_SMOOTHING[-1:]
+    u, n_iter, status = None, 0, Status.MAX_ITER
+    for width in widths:
+        u, status, steps = fista(GatedProgram(problem, width), options, start=u)
+        n_iter += steps
+    return u, status, n_iter
+
+
 def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
     """Gated-ReLU group lasso by FISTA, then the ReLU network on its support.
 
@@ -131,12 +147,8 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     from certopt.convexnn.admm import solve_admm
 
     start = time.perf_counter()
-    widths = HINGE_SMOOTHING if problem.loss.name == "hinge" else HINGE_SMOOTHING[-1:]
-    u, n_iter = None, 0
-    for width in widths:
-        program = GatedProgram(problem, width)
-        u, status, steps = fista(program, options, start=u)
-        n_iter += steps
+    u, status, n_iter = solve_gated(problem, options)
+    program = GatedProgram(problem)
     gated_objective = float(problem.loss.value(program.predict(u), problem.y)) + program.penalty(u)
     support = torch.linalg.vector_norm(u, dim=1) > 0
     if not bool(support.any()):

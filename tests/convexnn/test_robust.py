@@ -52,6 +52,7 @@ def test_admm_approaches_cvxpy_robust_program_with_honest_status(small, eps):
     # Known limitation (issue 4 report): the robust ADMM is slow on these LP-like
     # programs; after 1000 iterations it is within a few percent (measured 1.2e-2
     # and 1.6e-2), not the 1e-4 the issue asks for, and says so through its status.
+    # (eps = 0: 5e-3 after 2000 iterations, about 2e-4 from 4000 to 18000.)
     _, problem = small
     reference = fit_robust(problem, eps, solver="cvxpy")
     with pytest.warns(ConvergenceWarning):
@@ -155,3 +156,16 @@ def test_classifier_adversarial_branch():
                        ({"adversarial_eps": 0.1, "solver": "sampled"}, InputValueError)):
         with pytest.raises(error):
             ConvexReLUClassifier(n_patterns=5, random_state=0, **bad).fit(X, names)
+
+
+@pytest.mark.cuda
+def test_robust_admm_runs_on_cuda_like_on_cpu(small):
+    X, problem = small
+    options = SolverOptions(max_iter=200, tol=1e-9)
+    cuda = ConvexReLUProblem.from_data(X, problem.y.numpy(), lam=1e-2, loss="hinge",
+                                       n_patterns=8, random_state=0, device="cuda")
+    with pytest.warns(ConvergenceWarning):
+        on_cpu = fit_robust(problem, 0.1, options=options)
+        on_gpu = fit_robust(cuda, 0.1, options=options)
+    assert on_gpu.v.device.type == "cuda"
+    assert on_gpu.convex_objective == pytest.approx(on_cpu.convex_objective, rel=1e-6)
