@@ -22,6 +22,10 @@ batched proximal maps:
   linear piece; see :func:`project_robust_cone`);
 * group soft-thresholding for s.
 
+The dense factor takes (2 P d)^2 memory: fine up to 2 P d of a few thousand;
+larger programs would need the Woodbury or conjugate-gradient solves of
+section 5 (not implemented here).
+
 Stopping (every ``CHECK_EVERY`` iterations), measured on the group-sparse
 iterate s: its program objective p, its robust-cone violation, and a dual
 bound from the multipliers (:meth:`GroupOperators.dual_bound`); the solver
