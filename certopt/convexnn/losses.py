@@ -159,7 +159,7 @@ class LogisticLoss(_MarginLoss):
     """
 
     name = "logistic"
-    newton_steps = 12
+    newton_steps = 20
 
     def value(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.softplus(-y * pred).mean()
@@ -168,15 +168,19 @@ class LogisticLoss(_MarginLoss):
         return -y * torch.sigmoid(-y * pred) / y.shape[0]
 
     def prox(self, v: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
-        # Margin q solves q - m - c sigmoid(-q) = 0, root bracketed in [m, m + c];
-        # safeguarded Newton (the derivative 1 + c s(1 - s) lies in [1, 1 + c/4]).
+        # The margin q solves phi(q) = q - m - c sigmoid(-q) = 0, phi increasing, root in
+        # [m, m + c]: Newton steps, replaced by bisection when they leave the bracket.
         c = 1.0 / (y.shape[0] * rho)
         m = y * v
+        low, high = m, m + c
         q = m.clone()
         for _ in range(self.newton_steps):
             sig = torch.sigmoid(-q)
-            step = (q - m - c * sig) / (1.0 + c * sig * (1.0 - sig))
-            q = (q - step).clamp(min=m, max=m + c)
+            phi = q - m - c * sig
+            low = torch.where(phi < 0, q, low)
+            high = torch.where(phi > 0, q, high)
+            newton = q - phi / (1.0 + c * sig * (1.0 - sig))
+            q = torch.where((newton >= low) & (newton <= high), newton, 0.5 * (low + high))
         return y * q
 
     def conjugate(self, lam: torch.Tensor, y: torch.Tensor) -> float:

@@ -1,0 +1,132 @@
+"""ADMM vs cvxpy (Clarabel, SCS) vs Adam on the convex ReLU training problem.
+
+Synthetic regression (a 5-neuron ReLU teacher plus noise), squared loss,
+lam = 1e-2, P sampled patterns.  The reference optimum F* is Clarabel's
+(certified by its own dual bound).  For each method we report the time to
+reach |F - F*| / F* <= 1e-4, where F is the objective of the returned ReLU
+network (math note section 1):
+
+* ADMM: solved with tol = 1e-3, 1e-4, ... until the accuracy is reached
+  (each run from scratch; the time of the first run that reaches it);
+* cvxpy + Clarabel / SCS: one solve each (SCS with eps = 1e-6);
+* Adam on F directly, width 2P, full batch, lr 1e-2, until the accuracy is
+  reached or the time budget (5x ADMM's time, at least 5 s; 8 s with --quick)
+  runs out.
+
+Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from certopt.convexnn.admm import solve_admm
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.reference import solve_cvxpy
+from certopt.core.errors import ConvergenceWarning
+
+ACCURACY = 1e-4
+LAM = 1e-2
+
+
+def make_problem(n: int, d: int, P: int, device: str) -> ConvexReLUProblem:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d))
+    teacher = rng.standard_normal((d, 5))
+    y = np.maximum(X @ teacher, 0.0) @ rng.standard_normal(5) / np.sqrt(d)
+    y += 0.1 * rng.standard_normal(n)
+    return ConvexReLUProblem.from_data(X, y, lam=LAM, n_patterns=P, random_state=0,
+                                       device=device)
+
+
+def relative_error(value: float, optimum: float) -> float:
+    return abs(value - optimum) / abs(optimum)
+
+
+def run_admm(problem: ConvexReLUProblem, optimum: float) -> tuple[float, float, int]:
+    """(seconds, relative error, iterations) of the first tol that reaches ACCURACY."""
+    for tol in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6):
+        if problem.X.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = solve_admm(problem, SolverOptions(tol=tol, max_iter=20_000))
+        seconds = time.perf_counter() - start
+        error = relative_error(result.objective, optimum)
+        if error <= ACCURACY:
+            break
+    return seconds, error, result.n_iter
+
+
+def run_adam(problem: ConvexReLUProblem, optimum: float, budget: float
+             ) -> tuple[float, float]:
+    """(seconds to reach ACCURACY or the budget, best relative error) of Adam on F."""
+    torch.manual_seed(0)
+    like = {"dtype": problem.X.dtype, "device": problem.X.device}
+    width = 2 * problem.n_patterns
+    U = (torch.randn(width, problem.n_features, **like) / problem.n_features ** 0.5)
+    alpha = torch.randn(width, **like) / width ** 0.5
+    U.requires_grad_(True)
+    alpha.requires_grad_(True)
+    optimizer = torch.optim.Adam([U, alpha], lr=1e-2)
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < budget:
+        for _ in range(50):
+            optimizer.zero_grad()
+            F = problem.loss.value(problem.network_output(U, alpha, problem.X), problem.y) \
+                + 0.5 * problem.lam * ((U ** 2).sum() + (alpha ** 2).sum())
+            F.backward()
+            optimizer.step()
+        best = min(best, relative_error(float(F.detach()), optimum))
+        if best <= ACCURACY:
+            break
+    return time.perf_counter() - start, best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 1 minute)")
+    parser.add_argument("--device", default="cpu", help="device of ADMM and Adam (cpu, cuda)")
+    parser.add_argument("--skip-cvxpy", action="store_true",
+                        help="no cvxpy runs; the optimum is ADMM's at tol 1e-8")
+    args = parser.parse_args()
+    sizes = [(300, 10, 20)] if args.quick else [(2000, 50, 100), (4000, 50, 200)]
+    header = (f"{'n':>5} {'d':>3} {'P':>4} | {'method':<16} {'seconds':>9} {'rel.err':>9} "
+              f"{'vs ADMM':>8}")
+    print(header)
+    print("-" * len(header))
+    for n, d, P in sizes:
+        problem = make_problem(n, d, P, args.device)
+        cpu_problem = make_problem(n, d, P, "cpu")
+        rows = []
+        if args.skip_cvxpy:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                optimum = solve_admm(problem, SolverOptions(tol=1e-8, max_iter=50_000)).objective
+        else:
+            ref = solve_cvxpy(cpu_problem, SolverOptions(cvxpy_solver="CLARABEL"))
+            optimum = ref.objective
+            rows.append(("cvxpy+Clarabel", ref.solve_time, 0.0))
+            scs = solve_cvxpy(cpu_problem, SolverOptions(cvxpy_solver="SCS"))
+            rows.append(("cvxpy+SCS", scs.solve_time, relative_error(scs.objective, optimum)))
+        seconds, error, iters = run_admm(problem, optimum)
+        admm_seconds = seconds
+        rows.insert(0, (f"ADMM ({args.device}, {iters} it)", seconds, error))
+        budget = min(max(5.0, 5 * admm_seconds), 8.0 if args.quick else 600.0)
+        adam_seconds, adam_error = run_adam(problem, optimum, budget)
+        rows.append((f"Adam ({args.device})", adam_seconds, adam_error))
+        for name, secs, err in rows:
+            print(f"{n:>5} {d:>3} {P:>4} | {name:<16} {secs:>9.2f} {err:>9.1e} "
+                  f"{secs / admm_seconds:>7.1f}x")
+        print(f"      (F* = {optimum:.8g}; 'vs ADMM' = method time / ADMM time; Adam's time "
+              "is its budget when rel.err > 1e-4)")
+
+
+if __name__ == "__main__":
+    main()
