@@ -50,21 +50,24 @@ class GatedProgram:
     def predict(self, u: torch.Tensor) -> torch.Tensor:
         return (self.problem.D * (u @ self.problem.X.T)).sum(dim=0)
 
-    def loss_and_gradient(self, u: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """f(u) and its gradient (P, d); hinge through its Moreau envelope."""
+    def _smoothed(self, pred: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Loss value at ``pred`` and its gradient in pred (hinge: Moreau envelope)."""
         loss, y = self.problem.loss, self.problem.y
-        pred = self.predict(u)
         if loss.name == "hinge":
             nearest = loss.prox(pred, y, self.rho)
             value = float(loss.value(nearest, y)) + 0.5 * self.rho * float(
                 (pred - nearest).square().sum())
-            dual = self.rho * (pred - nearest)
-        else:
-            value, dual = float(loss.value(pred, y)), loss.gradient(pred, y)
+            return value, self.rho * (pred - nearest)
+        return float(loss.value(pred, y)), loss.gradient(pred, y)
+
+    def loss_and_gradient(self, u: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """f(u) and its gradient (P, d); hinge through its Moreau envelope."""
+        value, dual = self._smoothed(self.predict(u))
         return value, (self.problem.D * dual) @ self.problem.X
 
     def value(self, u: torch.Tensor) -> float:
-        return self.loss_and_gradient(u)[0]
+        """f(u) alone (no gradient): what the backtracking test needs."""
+        return self._smoothed(self.predict(u))[0]
 
     def prox(self, u: torch.Tensor, step: float) -> torch.Tensor:
         norms = torch.linalg.vector_norm(u, dim=1, keepdim=True)
