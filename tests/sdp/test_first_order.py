@@ -7,7 +7,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from test_orthogonal import DATA, load_mat_net, orthogonal_net  # tests/sdp is on sys.path
+from tests.sdp.test_orthogonal import DATA, load_mat_net, orthogonal_net
 from torch import nn
 
 from certopt.core.errors import InputValueError, UnsupportedError
