@@ -178,9 +178,9 @@ def solve_first_order(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float64,
-    max_iter: int = 2000,
-    tol: float = 1e-5,
-    patience: int = 30,
+    max_iter: int = 500,
+    tol: float = 1e-4,
+    patience: int = 20,
     lr: float = 0.05,
     verbose: bool = False,
 ) -> FirstOrderSolution:
