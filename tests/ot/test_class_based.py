@@ -94,6 +94,15 @@ def test_matches_the_cvxpy_reference(reg, gamma):
                                                              abs=1e-15)
 
 
+def test_fista_optimizer_reaches_the_same_optimum():
+    a, b, C, labels = _problem(seed=4, n=12, m=10)
+    ref = class_based_reference(a, b, C, labels, 0.1, 0.1)
+    res = class_based(a, b, C, labels, reg=0.1, gamma=0.1, optimizer="fista", tol=1e-7)
+    assert res.status is Status.OPTIMAL
+    assert res.objective == pytest.approx(ref.value, rel=1e-4)
+    assert res.dual_value <= ref.value + 1e-8
+
+
 def test_cvxpy_method_certifies_gamma_zero():
     a, b, C, labels = _problem(seed=2, n=15, m=12)
     ref = class_based_reference(a, b, C, labels, 0.1, 0.0)
