@@ -13,6 +13,7 @@ from certopt.core.errors import ConvergenceWarning
 from certopt.core.result import Status
 
 LAM = 0.05
+MAX_ITER = {"squared": 4000, "hinge": 6000, "logistic": 4000}  # enough for 1e-4 here
 
 
 def _tiny(loss, n=8, seed=0):
@@ -30,7 +31,7 @@ def solved(request):
     reference = solve_cvxpy(problem, SolverOptions())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        admm = solve_admm(problem, SolverOptions(tol=1e-7, max_iter=6000))
+        admm = solve_admm(problem, SolverOptions(tol=1e-7, max_iter=MAX_ITER[request.param]))
     return problem, reference, admm
 
 
