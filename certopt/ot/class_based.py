@@ -118,6 +118,7 @@ class ClassBasedDual:
         self.gamma = float(gamma)
         self.cost_scale = float(problem.C.abs().max())
         self.max_mass = float(torch.maximum(problem.a.max(), problem.b.max()))
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def plan_and_value(self, alpha: torch.Tensor, beta: torch.Tensor, gamma: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +135,7 @@ class ClassBasedDual:
                        ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``D(alpha, beta)`` and its gradient ``(a - T 1, b - T^T 1)``."""
         plan, value = self.plan_and_value(*potentials)
+        self._last = (potentials[0].clone(), potentials[1].clone(), plan)
         return value, (self.problem.a - plan.sum(1), self.problem.b - plan.sum(0))
 
     def regulariser(self, plan: torch.Tensor) -> float:
@@ -161,8 +163,17 @@ class ClassBasedDual:
         return lagrangian_gap + moved * (self.cost_scale + self.reg + self.gamma * max_entry)
 
     def rounded_gap(self, potentials: tuple[torch.Tensor, torch.Tensor], value: float) -> float:
-        """``objective(round(T)) - D``: the certified gap at ``potentials``."""
-        plan, _ = self.plan_and_value(*potentials)
+        """``objective(round(T)) - D``: the certified gap at ``potentials``.
+
+        Reuses the plan of the last :meth:`value_and_grad` call when it was at
+        the same potentials (the ascent loop measures right after evaluating).
+        """
+        alpha, beta = potentials
+        if self._last is not None and torch.equal(alpha, self._last[0]) and torch.equal(
+                beta, self._last[1]):
+            plan = self._last[2]
+        else:
+            plan, _ = self.plan_and_value(alpha, beta)
         feasible = round_to_marginals(plan, self.problem.a, self.problem.b)
         return self.objective(feasible) - float(value)
 
