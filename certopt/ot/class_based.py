@@ -264,7 +264,12 @@ def class_based(
     gamma : float >= 0
         Quadratic term making the dual smooth; must be > 0 for
         ``method="accelerated"`` (gamma = 0 only with ``method="cvxpy"``).
-        The dual's smoothness constant grows like ``(n + m) / gamma``.
+        The dual's smoothness constant grows like ``(n + m) / gamma``.  Plan
+        entries are about ``sum(a) / n``, so with normalised weights and
+        costs of order 1 a gamma far below 1 makes the quadratic term
+        negligible and the dual ill-conditioned (many more iterations);
+        measured at n = 400: gamma = 1 converges in a few hundred
+        evaluations, gamma = 1e-3 not within 3000.
     max_iter : int
         Budget of dual evaluations (each is a few passes over ``C``).
     tol : float
