@@ -9,8 +9,8 @@ network (math note section 1):
 * ADMM: solved with tol = 1e-3, 1e-4, ... until the accuracy is reached
   (each run from scratch; the time of the first run that reaches it);
 * cvxpy + Clarabel / SCS: one solve each (SCS with eps = 1e-6);
-* Adam on F directly, width 2P, full batch, lr 1e-2, until the accuracy is
-  reached or the time budget (5x ADMM's time, at least 5 s; 8 s with --quick)
+* Adam on F directly, width 2P, full batch, lr 1e-2, until F <= (1 + 1e-4) F*
+  or the time budget (5x ADMM's time, at least 5 s; 8 s with --quick)
   runs out.
 
 Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
@@ -66,7 +66,7 @@ def run_admm(problem: ConvexReLUProblem, optimum: float) -> tuple[float, float, 
 
 def run_adam(problem: ConvexReLUProblem, optimum: float, budget: float
              ) -> tuple[float, float]:
-    """(seconds to reach ACCURACY or the budget, best relative error) of Adam on F."""
+    """(seconds, signed (min F - F*) / F*) of Adam on F; stops at F <= (1 + ACCURACY) F*."""
     torch.manual_seed(0)
     like = {"dtype": problem.X.dtype, "device": problem.X.device}
     width = 2 * problem.n_patterns
@@ -83,10 +83,10 @@ def run_adam(problem: ConvexReLUProblem, optimum: float, budget: float
                 + 0.5 * problem.lam * ((U ** 2).sum() + (alpha ** 2).sum())
             F.backward()
             optimizer.step()
-        best = min(best, relative_error(float(F.detach()), optimum))
-        if best <= ACCURACY:
+        best = min(best, float(F.detach()))
+        if best <= (1.0 + ACCURACY) * optimum:
             break
-    return time.perf_counter() - start, best
+    return time.perf_counter() - start, (best - optimum) / abs(optimum)
 
 
 def main() -> None:
@@ -124,8 +124,10 @@ def main() -> None:
         for name, secs, err in rows:
             print(f"{n:>5} {d:>3} {P:>4} | {name:<16} {secs:>9.2f} {err:>9.1e} "
                   f"{secs / admm_seconds:>7.1f}x")
-        print(f"      (F* = {optimum:.8g}; 'vs ADMM' = method time / ADMM time; Adam's time "
-              "is its budget when rel.err > 1e-4)")
+        print(f"      (F* = {optimum:.8g}, optimum over the P sampled patterns; 'vs ADMM' = "
+              "method time / ADMM time; Adam: signed (F - F*)/F*, its time is the budget "
+              "unless F <= (1 + 1e-4) F*; a negative value is a network outside the sampled "
+              "patterns' class)")
 
 
 if __name__ == "__main__":
