@@ -19,7 +19,10 @@ class ConvexNNResult(SolverResult):
     bound by scaling (section 4) on min G, and ``gap = objective - bound``.
     When ``is_global`` the patterns are all patterns, so the bound is a lower
     bound on F over networks of every width; otherwise it bounds the program
-    over the sampled patterns only.
+    over the sampled patterns only.  In that sampled case a returned network
+    whose neurons leave their patterns' cones (an iterate stopped early) can
+    have F below the sampled program's optimum, hence a negative ``gap``: it
+    then beats every network of the sampled class, and the bound says so.
 
     Attributes
     ----------
