@@ -14,6 +14,7 @@ network (math note section 1):
   runs out.
 
 Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
+       [--size N D P]
 """
 
 from __future__ import annotations
@@ -95,8 +96,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device of ADMM and Adam (cpu, cuda)")
     parser.add_argument("--skip-cvxpy", action="store_true",
                         help="no cvxpy runs; the optimum is ADMM's at tol 1e-8")
+    parser.add_argument("--size", type=int, nargs=3, metavar=("N", "D", "P"),
+                        help="one problem size instead of the defaults")
     args = parser.parse_args()
     sizes = [(300, 10, 20)] if args.quick else [(2000, 50, 100), (4000, 50, 200)]
+    if args.size:
+        sizes = [tuple(args.size)]
     header = (f"{'n':>5} {'d':>3} {'P':>4} | {'method':<16} {'seconds':>9} {'rel.err':>9} "
               f"{'vs ADMM':>8}")
     print(header)
