@@ -7,7 +7,6 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from tests.sdp.test_orthogonal import DATA, load_mat_net, orthogonal_net
 from torch import nn
 
 from certopt.core.errors import InputValueError, UnsupportedError
@@ -16,6 +15,7 @@ from certopt.sdp import MaxMin, lipschitz_bound
 from certopt.sdp.compiler import compile_network
 from certopt.sdp.first_order import initial_multipliers, solve_first_order
 from certopt.sdp.verify import lmi_matrix
+from tests.sdp.test_orthogonal import DATA, load_mat_net, orthogonal_net
 
 
 @pytest.fixture(autouse=True)
