@@ -124,6 +124,8 @@ def as_tensor(
             raise InputTypeError(
                 f"{name}: expected a numeric array, got dtype {arr.dtype}"
             )
+        if not arr.flags.writeable:  # torch warns on read-only memory; we copy anyway
+            arr = arr.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(arr))
     else:
         raise InputTypeError(

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,15 @@ def test_as_tensor_copies_and_never_aliases_the_input():
     out = as_tensor(tt, "tt")
     out += 1
     assert float(tt.sum()) == 3.0
+
+
+def test_as_tensor_accepts_read_only_arrays_without_warning():
+    x = np.arange(4.0)
+    x.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = as_tensor(x, "x")
+    assert torch.equal(t, torch.arange(4.0, dtype=torch.float64))
 
 
 def test_as_tensor_default_dtype_is_float64_and_lists_work():
