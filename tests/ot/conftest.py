@@ -1,16 +1,6 @@
-"""Shared OT test data; torch runs single-threaded here (the CI machine is shared)."""
+"""Shared OT test data."""
 
 import numpy as np
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def point_cloud_problem(n: int, m: int, seed: int = 0, uniform: bool = False):
