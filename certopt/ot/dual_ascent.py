@@ -19,12 +19,23 @@ caller's certificate (dual value, plan) is exact for it.
 Methods
 -------
 ``"fista"``
-    Nesterov/FISTA ascent ``x+ = y + grad(y) / L`` with momentum, an
-    adaptive smoothness estimate ``L`` (doubled whenever the quadratic lower
-    model ``f(y') >= f(y) + <g, y'-y> - L/2 |y'-y|^2`` fails between two
-    consecutive evaluations, slowly decreased otherwise), function restarts
-    (a decrease is rejected and momentum reset) and gradient restarts
-    (O'Donoghue & Candes 2015).  One evaluation per iteration.
+    FISTA (Beck & Teboulle 2009) for maximisation: from the extrapolated
+    point ``y`` the gradient step ``x+ = y + grad(y) / L`` is accepted when
+    the quadratic lower model holds at it,
+    ``f(x+) >= f(y) + <g, x+ - y> - L/2 |x+ - y|^2 = f(y) + |g|^2 / (2L)``
+    (up to a few ulps of ``f``); otherwise ``L`` doubles and the step is
+    retried from the same ``y`` with the momentum kept (one extra
+    evaluation per failed test).  ``L`` halves after each success until the
+    first failure (the caller's ``lipschitz`` may be far too large), then
+    shrinks by ``LIPSCHITZ_DECREASE`` after every ``LIPSCHITZ_PATIENCE``
+    consecutive successes; the momentum sequence
+    ``t+ (t+ - 1) = (L+ / L) t^2`` (Scheinberg, Goldfarb & Bai 2014) keeps
+    the ``O(L_f / k^2)`` guarantee while ``L`` moves.  Function restart
+    (O'Donoghue & Candes 2015): an ``x+`` below the current iterate is
+    rejected and the momentum reset, so the iterates ``x`` (the points
+    recorded in the history and returned) increase monotonically.  Two
+    evaluations per iteration (``x+`` and the next ``y``; one when the
+    momentum is zero, as after a restart).
 ``"lbfgs"``
     Limited-memory BFGS on ``-f`` (two-loop recursion, ``memory`` pairs)
     with an Armijo backtracking line search; curvature pairs with
@@ -59,6 +70,10 @@ METHODS: tuple[str, ...] = ("fista", "lbfgs")
 STALL_WINDOW = 200
 STALL_RTOL = 1e-14
 MAX_BACKTRACKS = 40
+LIPSCHITZ_INCREASE = 2.0
+LIPSCHITZ_DECREASE = 0.9
+LIPSCHITZ_PATIENCE = 20
+ROUNDOFF_SLACK = 8.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +198,7 @@ def maximize(
         ``STALL_RTOL`` relative and the criterion did not improve, or no
         ascent step was found: typical at a kink of a
         non-smooth dual), ``NUMERICAL`` if the objective became non-finite.
-        The point returned is then the best one evaluated.
+        The point returned is then the best iterate (an evaluated point).
     """
     if method not in METHODS:
         raise InputValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -224,42 +239,73 @@ def maximize(
 LoopOutput = tuple[torch.Tensor, float, torch.Tensor, float, Status]
 
 
-def _fista(objective: _Objective, y: torch.Tensor, *, tol: float, max_iter: int,
+def _fista(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
            lipschitz: float, memory: int, bar) -> LoopOutput:
-    """Accelerated gradient ascent with adaptive ``L`` and restarts."""
+    """FISTA ascent with Beck-Teboulle backtracking, slow ``L`` decrease and restarts.
+
+    ``x`` is the current iterate (evaluated, the best point so far), ``y`` the
+    extrapolated point whose gradient drives the step.  The momentum sequence
+    follows Scheinberg, Goldfarb & Bai (2014): ``t+ (t+ - 1) = (L+/L) t^2``,
+    so lowering ``L`` keeps the ``O(L_f/k^2)`` guarantee.
+    """
     del memory
     L = lipschitz
-    f_y, g_y = objective(y)
-    if not math.isfinite(f_y):
-        return y, f_y, g_y, math.inf, Status.NUMERICAL
-    crit = objective.measure(y, f_y, g_y)
-    x_prev = y
-    t = 1.0
+    f_x, g_x = objective(x)
+    if not math.isfinite(f_x):
+        return x, f_x, g_x, math.inf, Status.NUMERICAL
+    crit = objective.measure(x, f_x, g_x)
+    slack = ROUNDOFF_SLACK * torch.finfo(x.dtype).eps
+    x_prev, t = x, 1.0
+    y, f_y, g_y = x, f_x, g_x
+    successes, overestimated = 0, True
     while crit > tol:
+        backtracks = 0
+        while True:                      # backtracking on the plain gradient step from y
+            if objective.count >= max_iter:
+                return x, f_x, g_x, crit, Status.MAX_ITER
+            x_new = y + g_y / L
+            f_new, g_new = objective(x_new)
+            bar.update(value=f_new, L=L)
+            rise = 0.5 * float(g_y @ g_y) / L    # f(y) + <g, d> - L/2 |d|^2 - f(y), d = g/L
+            model_holds = f_new - f_y >= rise - slack * max(abs(f_y), abs(f_new))
+            if math.isfinite(f_new) and model_holds and (y is not x or f_new >= f_x):
+                break
+            L *= LIPSCHITZ_INCREASE
+            successes, overestimated = 0, False
+            backtracks += 1
+            if backtracks >= MAX_BACKTRACKS:     # no ascent step from y: a kink or round-off
+                if y is x:
+                    return x, f_x, g_x, crit, Status.INACCURATE
+                y, f_y, g_y, t, backtracks = x, f_x, g_x, 1.0, 0
+        if f_new < f_x:          # function restart: reject x_new, drop the momentum
+            y, f_y, g_y, x_prev, t = x, f_x, g_x, x, 1.0
+            continue
+        x_prev, x, f_x, g_x = x, x_new, f_new, g_new
+        crit = objective.measure(x, f_x, g_x)
+        if crit <= tol:
+            break
+        if objective.stalled():
+            return x, f_x, g_x, crit, Status.INACCURATE
+        successes += 1
+        L_next = L
+        if overestimated:          # until the first failed test: halve L
+            L_next = L / LIPSCHITZ_INCREASE
+        elif successes >= LIPSCHITZ_PATIENCE:   # then try a smaller L now and then
+            L_next, successes = L * LIPSCHITZ_DECREASE, 0
+        t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * (L_next / L) * t * t))
+        beta = (t - 1.0) / t_next
+        t, L = t_next, L_next
+        if beta == 0.0:
+            y, f_y, g_y = x, f_x, g_x
+            continue
         if objective.count >= max_iter:
-            return y, f_y, g_y, crit, Status.MAX_ITER
-        x_new = y + g_y / L
-        t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-        y_new = x_new + ((t - 1.0) / t_new) * (x_new - x_prev)
-        f_new, g_new = objective(y_new)
-        bar.update(value=f_new, L=L)
-        step = y_new - y
-        model = f_y + float(g_y @ step) - 0.5 * L * float(step @ step)
-        if not math.isfinite(f_new) or f_new < model:
-            L *= 2.0           # the quadratic model failed: L too small
-            t, x_prev = 1.0, y
-            continue
-        if f_new < f_y:        # function restart: drop the momentum, retry from y
-            t, x_prev = 1.0, y
-            continue
-        restart = float(g_new @ (x_new - x_prev)) < 0.0   # gradient restart
-        x_prev, y, f_y, g_y = x_new, y_new, f_new, g_new
-        t = 1.0 if restart else t_new
-        L *= 0.9
-        crit = objective.measure(y, f_y, g_y)
-        if crit > tol and objective.stalled():
-            return y, f_y, g_y, crit, Status.INACCURATE
-    return y, f_y, g_y, crit, Status.OPTIMAL
+            return x, f_x, g_x, crit, Status.MAX_ITER
+        y = x + beta * (x - x_prev)
+        f_y, g_y = objective(y)
+        bar.update(value=f_y, L=L)
+        if not math.isfinite(f_y):          # extrapolated too far: restart from x
+            y, f_y, g_y, t = x, f_x, g_x, 1.0
+    return x, f_x, g_x, crit, Status.OPTIMAL
 
 
 def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
