@@ -121,7 +121,7 @@ class SolverResult:
         """A few human-readable lines: the certificate, one item per line."""
         lines = [type(self).__name__]
         for name, value in self.certificate().items():
-            lines.append(f"  {name:<22} {_format_value(value)}")
+            lines.append(f"  {name:<30} {_format_value(value)}")
         return "\n".join(lines)
 
 
