@@ -1,10 +1,17 @@
 """The two baselines every Lipschitz result reports (math note, section 9).
 
 * :func:`naive_bound`: the triangle-inequality bound propagated through the
-  program.  Segment ``s`` gets ``L_s = gain_s · Σ_k ‖C_s[k]‖ L_k`` and the
-  output ``Σ_k ‖A_out[k]‖ L_k`` with ``L_0 = 1``; for a plain feedforward
-  net this is ``∏ ‖W_k‖₂ × ∏ max(|α|, |β|)``.  For the ℓ∞ input norm the
-  input blocks use ``‖C[0]‖_{∞→2} <= min(√n_0 ‖C[0]‖₂, ‖(‖row_i‖₁)_i‖₂)``.
+  program's :attr:`~certopt.sdp.program.Program.lipschitz_steps`.  Step
+  ``ψ = h(c)``, ``c = Σ_k C[k] ξ_k``, ``h`` ``gain``-Lipschitz, gets
+  ``L_ψ = gain · Σ_k ‖C[k]‖ L_k`` and the output ``Σ_k ‖A_out[k]‖ L_k`` with
+  ``L_0 = 1``.  Sound by induction: ``‖Δc‖ <= Σ_k ‖C[k]‖ ‖Δξ_k‖``.  Steps
+  are the activation stages and the quantities a rule declared one Lipschitz
+  function of another: a reflection layer ``(I − VᵀV) z + Vᵀ|Vz|`` (MaxMin,
+  Householder, each GroupSort sorting-network round) is one step of gain 1
+  on ``z``, not two added terms.  For a plain feedforward net (ReLU, MaxMin,
+  GroupSort, Householder) this is ``∏ ‖W_k‖₂ × ∏ max(|α|, |β|)`` (section 9);
+  a residual ``x + g(x)`` gets ``1 + L_g``.  For the ℓ∞ input norm the input
+  blocks use ``‖C[0]‖_{∞→2} <= min(√n_0 ‖C[0]‖₂, ‖(‖row_i‖₁)_i‖₂)``.
 * :func:`attack_lower_bound`: a lower bound on the true constant, the
   largest of (a) ``‖J_f(x)‖`` at random points (ℓ2: spectral norm; ℓ∞:
   ``‖J s‖₂`` for sign vectors ``s`` improved by ``s ← sign(JᵀJ s)``, a lower
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +47,7 @@ def _input_norm(block: np.ndarray, norm: str) -> float:
 def naive_bound(program: Program, norm: str = "2") -> float:
     """Triangle-inequality Lipschitz bound of ``program`` (ℓ2 or ℓ∞ → ℓ2)."""
 
-    def through(expr_terms: dict[int, np.ndarray], gains: list[float]) -> float:
+    def through(expr_terms: Mapping[int, np.ndarray], gains: dict[int, float]) -> float:
         total = 0.0
         for k, block in expr_terms.items():
             if k == 0:
@@ -49,10 +56,10 @@ def naive_bound(program: Program, norm: str = "2") -> float:
                 total += float(np.linalg.norm(block, 2)) * gains[k]
         return total
 
-    gains = [1.0]
-    for stage in program.stages:
-        gains.append(stage.qc.gain * through(dict(stage.pre.terms), gains))
-    return through(dict(program.output.terms), gains)
+    gains = {0: 1.0}
+    for step in program.lipschitz_steps:
+        gains[step.segment] = step.gain * through(step.source.terms, gains)
+    return through(program.lipschitz_output.terms, gains)
 
 
 def _operator_norms(jacobians: torch.Tensor, norm: str, n_sign_steps: int = 20) -> torch.Tensor:

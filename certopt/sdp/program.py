@@ -27,6 +27,14 @@ selects segment ``s`` and ``S_s`` is the stage's weighted QC matrix
 (:class:`QCForm`).  ℓ2: ``γ = ρ·1`` and ``L_2(f) <= √ρ``; ℓ∞ input:
 ``L_{∞→2}(f) <= √(Σγ)``.  :mod:`certopt.sdp.lmi` builds ``M`` block by block.
 
+The naive (triangle-inequality) bound reads the program through its
+:attr:`Program.lipschitz_steps`: every stage, plus every quantity a rule
+declared with :meth:`ProgramBuilder.add_lipschitz_map` as one Lipschitz
+function of another (e.g. a reflection layer ``σ(z) = (I − VᵀV) z + Vᵀ|Vz|``,
+1-Lipschitz in ℓ2).  Such a quantity is a *named segment* (a negative index)
+while the rules build; :meth:`ProgramBuilder.finish` substitutes its linear
+definition everywhere, so ``stages`` and ``output`` only refer to real segments.
+
 Adding a QC type (e.g. a GroupSort group constraint) means subclassing
 :class:`QuadraticConstraint`: declare its multipliers (:meth:`~QuadraticConstraint.cvx_multipliers`)
 and return its weighted matrix in ``(c, φ)`` coordinates (:meth:`~QuadraticConstraint.form`)
@@ -228,21 +236,45 @@ class Stage:
     label: str = ""
 
 
+class LipschitzStep(NamedTuple):
+    """Quantity ``segment`` is ``h(source)`` for a map ``h`` that is ``gain``-Lipschitz in ℓ2.
+
+    ``source`` may refer to the input, to stage outputs and to earlier named
+    segments (negative indices).
+    """
+
+    segment: int
+    source: LinearExpr
+    gain: float
+
+
 @dataclass(frozen=True, eq=False)
 class Program:
     """A compiled network: input size, activation stages and output expression.
 
     Segment ``0`` is the input, segment ``s`` the output of ``stages[s-1]``.
+    ``lipschitz_steps`` and ``lipschitz_output`` describe the same network
+    for the naive bound, with named segments kept (see
+    :meth:`ProgramBuilder.add_lipschitz_map`); by default they are the
+    stages and the output themselves.
     """
 
     input_shape: tuple[int, ...]
     stages: tuple[Stage, ...]
     output: LinearExpr
+    lipschitz_steps: tuple[LipschitzStep, ...] | None = None
+    lipschitz_output: LinearExpr | None = None
     segment_sizes: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         sizes = (math.prod(self.input_shape),) + tuple(s.qc.size for s in self.stages)
         object.__setattr__(self, "segment_sizes", sizes)
+        if self.lipschitz_steps is None:
+            steps = tuple(LipschitzStep(k + 1, st.pre, st.qc.gain)
+                          for k, st in enumerate(self.stages))
+            object.__setattr__(self, "lipschitz_steps", steps)
+        if self.lipschitz_output is None:
+            object.__setattr__(self, "lipschitz_output", self.output)
 
     @property
     def input_dim(self) -> int:
@@ -267,7 +299,8 @@ class ProgramBuilder:
 
     ``builder.input`` is the expression of the network input; a rule calls
     :meth:`add_stage` for every activation and gets back the identity
-    expression of the new segment.
+    expression of the new segment, and may call :meth:`add_lipschitz_map`
+    to name a quantity that is one Lipschitz function of another.
     """
 
     def __init__(self, input_shape: Sequence[int]):
@@ -277,6 +310,8 @@ class ProgramBuilder:
                 f"input_shape: expected positive dimensions, got {self.input_shape}")
         self.input = LinearExpr.identity(0, self.input_shape)
         self._stages: list[Stage] = []
+        self._steps: list[LipschitzStep] = []
+        self._named: dict[int, LinearExpr] = {}
 
     @property
     def n_segments(self) -> int:
@@ -292,16 +327,47 @@ class ProgramBuilder:
         if pre.dim != qc.pre_dim:
             raise InputValueError(
                 f"pre: the quadratic constraint expects {qc.pre_dim} inputs, got {pre.dim}")
-        if any(k >= self.n_segments for k in pre.terms):
-            raise InputValueError("pre: refers to a segment that does not exist yet")
+        self._check_segments(pre, "pre")
         if shape is None:
             shape = pre.shape if qc.size == pre.dim else (qc.size,)
         segment = self.n_segments
-        self._stages.append(Stage(pre, qc, label))
+        self._stages.append(Stage(self._expand(pre), qc, label))
+        self._steps.append(LipschitzStep(segment, pre, qc.gain))
         return LinearExpr.identity(segment, shape)
+
+    def add_lipschitz_map(self, source: LinearExpr, value: LinearExpr,
+                          gain: float = 1.0) -> LinearExpr:
+        """Declare ``value = h(source)`` with ``h`` ``gain``-Lipschitz in ℓ2; return it named.
+
+        The returned expression equals ``value`` (a new named segment with a
+        negative index, substituted by :meth:`finish`); the naive bound then
+        bounds ``value`` by ``gain`` times its bound on ``source`` instead of
+        adding up the terms of ``value``.  The caller guarantees the Lipschitz
+        property (the SDP never uses it).
+        """
+        self._check_segments(source, "source")
+        self._check_segments(value, "value")
+        if not (math.isfinite(gain) and gain >= 0):
+            raise InputValueError(f"gain: expected a finite number >= 0, got {gain!r}")
+        segment = -(len(self._named) + 1)
+        self._named[segment] = self._expand(value)
+        self._steps.append(LipschitzStep(segment, source, float(gain)))
+        return LinearExpr.identity(segment, value.shape)
 
     def finish(self, output: LinearExpr) -> Program:
         """The program with output ``output``."""
-        if any(k >= self.n_segments for k in output.terms):
-            raise InputValueError("output: refers to a segment that does not exist")
-        return Program(self.input_shape, tuple(self._stages), output)
+        self._check_segments(output, "output")
+        return Program(self.input_shape, tuple(self._stages), self._expand(output),
+                       tuple(self._steps), output)
+
+    def _check_segments(self, expr: LinearExpr, name: str) -> None:
+        if any(k >= self.n_segments or (k < 0 and k not in self._named) for k in expr.terms):
+            raise InputValueError(f"{name}: refers to a segment that does not exist yet")
+
+    def _expand(self, expr: LinearExpr) -> LinearExpr:
+        """``expr`` with every named segment replaced by its definition (real segments only)."""
+        result = LinearExpr(expr.shape, {k: b for k, b in expr.terms.items() if k >= 0})
+        for k, block in expr.terms.items():
+            if k < 0:
+                result = result + self._named[k].left_multiply(block, expr.shape)
+        return result

@@ -8,8 +8,12 @@ the rows of ``V`` (one row per pair, supported on its two features); then
     φ = |V z|   (a stage, slope-restricted in [−1, 1]),     σ(z) = (I − VᵀV) z + Vᵀ φ,
 
 so the pass-through part ``(I − VᵀV) z`` is a linear expression (no new
-state).  MaxMin is ``v = (1, −1)/√2``; ``HouseholderActivation`` uses its
-learned angles; pairs a layer leaves alone are simply not rows of ``V``.
+state).  ``σ`` is 1-Lipschitz in ℓ2 (the rows of ``V`` are orthonormal, so
+``‖Δσ‖² = ‖(I − VᵀV)Δz‖² + ‖Δφ‖² <= ‖(I − VᵀV)Δz‖² + ‖VΔz‖² = ‖Δz‖²``); the
+rule declares it with :meth:`~certopt.sdp.program.ProgramBuilder.add_lipschitz_map`
+so the naive bound is ``‖W‖₂`` per layer, not the sum of the two parts.
+MaxMin is ``v = (1, −1)/√2``; ``HouseholderActivation`` uses its learned
+angles; pairs a layer leaves alone are simply not rows of ``V``.
 
 GroupSort(g), ``g > 2`` (section 3), has two encodings:
 
@@ -78,7 +82,8 @@ def reflection_stage(expr: LinearExpr, pairs: np.ndarray, directions: np.ndarray
 
     ``pairs``: ``(m, 2)`` disjoint flat feature indices; ``directions``:
     ``(m, 2)`` unit vectors.  Adds the abs stage ``φ = |V z|`` and returns
-    ``(I − VᵀV) z + Vᵀ φ`` with the shape of ``expr``.
+    ``(I − VᵀV) z + Vᵀ φ`` with the shape of ``expr``, declared a 1-Lipschitz
+    function of ``z``.
     """
     n, m = expr.dim, len(pairs)
     v_mat = np.zeros((m, n))
@@ -88,7 +93,7 @@ def reflection_stage(expr: LinearExpr, pairs: np.ndarray, directions: np.ndarray
     phi = builder.add_stage(expr.left_multiply(v_mat), SlopeRestricted(-1.0, 1.0, m),
                             label=label)
     keep = expr.left_multiply(np.eye(n) - v_mat.T @ v_mat, expr.shape)
-    return keep + phi.left_multiply(v_mat.T, expr.shape)
+    return builder.add_lipschitz_map(expr, keep + phi.left_multiply(v_mat.T, expr.shape))
 
 
 def _consecutive_pairs(expr: LinearExpr, group_size: int, layer: str) -> None:
