@@ -52,13 +52,14 @@ import bisect
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
 import torch
 
 from certopt.core.errors import ConvergenceWarning, InputValueError
+from certopt.core.lbfgs import LBFGSMemory
 from certopt.core.progress import progress
 from certopt.core.result import Status
 
@@ -315,12 +316,12 @@ def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
     if not math.isfinite(f):
         return x, f, g, math.inf, Status.NUMERICAL
     crit = objective.measure(x, f, g)
-    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []   # (s, y, 1/<s,y>) on -f
+    pairs = LBFGSMemory(memory)       # curvature pairs of -f
     armijo = 1e-4
     while crit > tol:
         if objective.count >= max_iter:
             return x, f, g, crit, Status.MAX_ITER
-        direction = _two_loop(g, pairs, first_scale=1.0 / lipschitz)
+        direction = pairs.apply(g, first_scale=1.0 / lipschitz)
         slope = float(g @ direction)
         if slope <= 0.0:       # not an ascent direction: fall back to the gradient
             pairs.clear()
@@ -341,38 +342,9 @@ def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
                 return x, f, g, crit, Status.INACCURATE
             pairs.clear()
             continue
-        s, y_pair = x_new - x, g - g_new       # curvature of -f
-        sy = s @ y_pair
-        norms = torch.linalg.vector_norm(s) * torch.linalg.vector_norm(y_pair)
-        if float(sy) > 1e-12 * float(norms):
-            pairs.append((s, y_pair, 1.0 / sy))
-            if len(pairs) > memory:
-                pairs.pop(0)
+        pairs.push(x_new - x, g - g_new)       # curvature of -f
         x, f, g = x_new, f_new, g_new
         crit = objective.measure(x, f, g)
         if crit > tol and objective.stalled():
             return x, f, g, crit, Status.INACCURATE
     return x, f, g, crit, Status.OPTIMAL
-
-
-def _two_loop(grad: torch.Tensor,
-              pairs: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-              first_scale: float) -> torch.Tensor:
-    """L-BFGS ascent direction ``H grad`` from the stored curvature pairs.
-
-    Scalars stay 0-d tensors so the recursion never waits on the device.
-    """
-    q = grad.clone()
-    alphas = []
-    for s, y, rho in reversed(pairs):
-        alpha = rho * (s @ q)
-        q -= alpha * y
-        alphas.append(alpha)
-    if pairs:
-        s, y, rho = pairs[-1]
-        q *= 1.0 / (rho * (y @ y))     # initial Hessian <s,y> / <y,y>
-    else:
-        q *= first_scale
-    for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
-        q += (alpha - rho * (y @ q)) * s
-    return q

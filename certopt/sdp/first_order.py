@@ -50,6 +50,7 @@ import torch
 
 from certopt.core.arrays import check_scalar, resolve_device
 from certopt.core.errors import ConvergenceWarning, InputValueError, UnsupportedError
+from certopt.core.lbfgs import LBFGSMemory
 from certopt.core.progress import progress
 from certopt.core.result import Status
 from certopt.sdp.program import LinearExpr, Program, SlopeRestricted, Stage
@@ -265,7 +266,7 @@ def solve_first_order(
     _, _, first_value = evaluate(z, None)
     width = smoothing * abs(first_value)
     objective, grad, value = evaluate(z, width) if math.isfinite(first_value) else (None,) * 3
-    memory: list[tuple[torch.Tensor, torch.Tensor]] = []
+    memory = LBFGSMemory(10)
     line_search_failed = False
     with progress(max_iter, verbose, desc="first-order LipSDP") as bar:
         for iteration in range(1, max_iter + 1):
@@ -284,13 +285,15 @@ def solve_first_order(
                     break
                 smoothing *= 0.1
                 width = smoothing * abs(best_value)
-                z, memory = best_point.clone(), []
+                z = best_point.clone()
+                memory.clear()
                 objective, grad, value = evaluate(z, width)
                 continue
-            direction = _lbfgs_direction(grad, memory)
+            direction = -memory.apply(grad)
             slope = float(grad @ direction)
             if slope >= 0:
-                memory, direction = [], -grad
+                memory.clear()
+                direction = -grad
                 slope = float(grad @ direction)
             step = 1.0 if memory else min(1.0, lr / float(direction.abs().max()))
             for _ in range(60):  # Armijo backtracking; also keeps S ≻ 0
@@ -301,10 +304,10 @@ def solve_first_order(
                     break
                 step *= 0.5
             else:  # no decrease: restart from the gradient, or refine the smoothing
-                line_search_failed, memory = not memory, []
+                line_search_failed = not memory
+                memory.clear()
                 continue
-            memory.append((trial - z, new_grad - grad))
-            memory = memory[-10:]
+            memory.push(trial - z, new_grad - grad)
             z, objective, grad, value = trial, new_objective, new_grad, new_value
             bar.update(value=best_value)
     if not math.isfinite(best_value):
@@ -348,21 +351,3 @@ def _reduced_input(program: Program) -> Program:
 
     stages = tuple(Stage(project(st.pre), st.qc, st.label) for st in program.stages)
     return Program((basis.shape[1],), stages, project(program.output))
-
-
-def _lbfgs_direction(grad: torch.Tensor, memory: Sequence[tuple[torch.Tensor, torch.Tensor]]
-                     ) -> torch.Tensor:
-    """``−H ∇`` by the L-BFGS two-loop recursion over the pairs ``(s, y)`` with ``sᵀy > 0``."""
-    pairs = [(s, y, float(s @ y)) for s, y in memory]
-    pairs = [(s, y, sy) for s, y, sy in pairs if sy > 1e-12 * float(y @ y)]
-    q, alphas = grad.clone(), []
-    for s, y, sy in reversed(pairs):
-        alpha = float(s @ q) / sy
-        alphas.append(alpha)
-        q -= alpha * y
-    if pairs:
-        s, y, sy = pairs[-1]
-        q *= sy / float(y @ y)
-    for (s, y, sy), alpha in zip(pairs, reversed(alphas)):
-        q += (alpha - float(y @ q) / sy) * s
-    return -q
