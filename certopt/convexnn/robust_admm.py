@@ -42,6 +42,7 @@ import warnings
 
 import torch
 
+from certopt.convexnn.admm import group_shrink
 from certopt.convexnn.problem import SolverOptions
 from certopt.convexnn.robust import (
     GroupOperators,
@@ -134,12 +135,6 @@ def project_robust_cone(a: torch.Tensor, b: torch.Tensor, eps: float
     return torch.maximum(a, eps * q.abs().sum(dim=1)[None, :]), q
 
 
-def group_soft_threshold(u: torch.Tensor, level: float) -> torch.Tensor:
-    """Rows of ``u`` shrunk toward 0 by ``level`` in Euclidean norm."""
-    norms = torch.linalg.vector_norm(u, dim=1, keepdim=True)
-    return u * torch.relu(1 - level / norms.clamp_min(1e-300))
-
-
 def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     """Solve the robust program by ADMM on the problem's device; see the module docstring.
 
@@ -178,7 +173,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             z_new, r_new = prox_worst_case_hinge(shifted[0], shifted[1], base.y, eps,
                                                  rho * LOSS_WEIGHT)
             t_new, q_new = project_robust_cone(shifted[2], shifted[3], eps)
-            s_new = group_soft_threshold(shifted[4], lam / rho)
+            s_new = group_shrink(shifted[4], lam / rho)
             new_split = (z_new, r_new, t_new, q_new, s_new)
             duals = tuple(lam_ + m - x for lam_, m, x in zip(duals, relaxed, new_split))
             split = new_split

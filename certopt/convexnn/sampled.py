@@ -27,6 +27,7 @@ import warnings
 
 import torch
 
+from certopt.convexnn.admm import group_shrink, solve_admm
 from certopt.convexnn.certificate import certify
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
@@ -70,8 +71,7 @@ class GatedProgram:
         return self._smoothed(self.predict(u))[0]
 
     def prox(self, u: torch.Tensor, step: float) -> torch.Tensor:
-        norms = torch.linalg.vector_norm(u, dim=1, keepdim=True)
-        return u * torch.relu(1 - step * self.problem.lam / norms.clamp_min(1e-300))
+        return group_shrink(u, step * self.problem.lam)
 
     def penalty(self, u: torch.Tensor) -> float:
         return self.problem.lam * float(torch.linalg.vector_norm(u, dim=1).sum())
@@ -147,8 +147,6 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     returned network; ``status`` is the worse of the two steps' statuses
     (MAX_ITER with a ConvergenceWarning when either stopped early).
     """
-    from certopt.convexnn.admm import solve_admm
-
     start = time.perf_counter()
     u, status, n_iter = solve_gated(problem, options)
     program = GatedProgram(problem)
