@@ -329,7 +329,7 @@ def _solve_accelerated(dual: ClassBasedDual, *, max_iter: int, tol: float, verbo
                    verbose=verbose, desc="class-based OT")
     alpha, beta = out.x
     plan, value = dual.plan_and_value(alpha, beta)
-    dual_plan_marginal = max(problem.marginal_errors(plan).values())
+    dual_plan_marginal = problem.marginal_error(plan)
     feasible = round_to_marginals(plan, problem.a, problem.b)
     return make_result(
         problem, feasible,
@@ -362,7 +362,7 @@ def _solve_cvxpy(dual: ClassBasedDual) -> TransportResult:
                            status=ref.status, n_iter=0, solve_time=time.perf_counter() - start)
     plan = torch.as_tensor(ref.plan, **work).clamp_min(0)
     alpha, beta = torch.as_tensor(ref.alpha, **work), torch.as_tensor(ref.beta, **work)
-    solver_marginal = max(problem.marginal_errors(plan).values())
+    solver_marginal = problem.marginal_error(plan)
     feasible = round_to_marginals(plan, problem.a, problem.b)
     if dual.gamma > 0:
         bound = float(dual.plan_and_value(alpha, beta)[1])

@@ -77,3 +77,7 @@ class TransportProblem:
             "source_marginal": float((plan.sum(1) - self.a).abs().sum()),
             "target_marginal": float((plan.sum(0) - self.b).abs().sum()),
         }
+
+    def marginal_error(self, plan: torch.Tensor) -> float:
+        """max(||T 1 - a||_1, ||T^T 1 - b||_1)."""
+        return max(self.marginal_errors(plan).values())

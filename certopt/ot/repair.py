@@ -38,10 +38,6 @@ class RepairOutcome:
     n_iter: int
 
 
-def _marginal_error(problem: TransportProblem, plan: torch.Tensor) -> float:
-    return max(problem.marginal_errors(plan).values())
-
-
 def repair_plan(problem: TransportProblem, solution: DualSolution, duals: ColumnDuals, *,
                 max_iter: int, optimizer: str, verbose: bool) -> RepairOutcome:
     """Re-solve on the support of ``solution.plan``; keep whichever plan is more feasible.
@@ -51,7 +47,7 @@ def repair_plan(problem: TransportProblem, solution: DualSolution, duals: Column
     """
     n = duals.n
     before = solution.plan.dense(n)
-    error_before = _marginal_error(problem, before)
+    error_before = problem.marginal_error(before)
     support = solution.plan.rows
     restricted = duals if support is None else ColumnDuals(problem, duals.k, duals.reg,
                                                            support=support)
@@ -62,7 +58,7 @@ def repair_plan(problem: TransportProblem, solution: DualSolution, duals: Column
         start=(solution.alpha, solution.beta),
     )
     after = repaired.plan.dense(n)
-    error_after = _marginal_error(problem, after)
+    error_after = problem.marginal_error(after)
     keep_repaired = error_after <= error_before
     return RepairOutcome(
         plan=after if keep_repaired else before,
