@@ -30,15 +30,9 @@ MODULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _plugin(module: str) -> ModuleType | None:
-    """The module's CLI plug-in, or None while that module has none yet."""
-    name = f"certopt.{module}._cli"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name in (name, f"certopt.{module}"):
-            return None
-        raise
+def _plugin(module: str) -> ModuleType:
+    """The module's CLI plug-in, ``certopt.<module>._cli``."""
+    return importlib.import_module(f"certopt.{module}._cli")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -46,12 +40,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         if args.only and module != args.only:
             continue
         print(f"== certopt.{module}: {title}")
-        plugin = _plugin(module)
-        if plugin is None:
-            print("   (this module is not available yet)\n")
-            continue
         start = time.perf_counter()
-        plugin.demo(plot=args.plot)
+        _plugin(module).demo(plot=args.plot)
         print(f"   [{time.perf_counter() - start:.1f} s]\n")
     return 0
 
@@ -69,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also save figures (PNG) in the current directory")
     demo.set_defaults(handler=_run_demo)
     for module, _ in MODULES:
-        plugin = _plugin(module)
-        if plugin is not None:
-            plugin.add_command(commands)
+        _plugin(module).add_command(commands)
     return parser
 
 
