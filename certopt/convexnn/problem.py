@@ -52,6 +52,10 @@ class SolverOptions:
     verbose : show a progress bar.
     rho : initial ADMM penalty; ``None`` picks one from the data.
     cvxpy_solver : cvxpy solver name for ``solver="cvxpy"`` (``None``: Clarabel or best).
+    anderson_memory : memory of the ADMM's Anderson acceleration (0: plain ADMM).
+    adaptive_rho : let the ADMM rebalance rho from its residuals.
+    linear_solver : the ADMM's u-system solver, ``"direct"`` (n x n factor),
+        ``"cg"`` (matrix free) or ``"auto"`` (direct up to a size).
     """
 
     max_iter: int = 10_000
@@ -59,6 +63,9 @@ class SolverOptions:
     verbose: bool = False
     rho: float | None = None
     cvxpy_solver: str | None = None
+    anderson_memory: int = 10
+    adaptive_rho: bool = True
+    linear_solver: str = "auto"
 
 
 def _generator(random_state: Any) -> torch.Generator:
