@@ -97,12 +97,15 @@ def lmi_blocks(
     output_scale:
         Uses ``A_out / output_scale`` (conditioning; ``ρ`` scales by its square).
     convert:
-        Applied to every constant matrix (e.g. to move it to a torch device).
+        Applied to every constant matrix of ``program`` (e.g. to move it to a
+        torch device; always to the program's own arrays, so it may cache).
     """
     ops = ops_for(input_weight)
     convert = convert or (lambda a: a)
     blocks: Blocks = {(0, 0): ops.diag(input_weight)}
-    out = {k: convert(b / output_scale) for k, b in program.output.terms.items()}
+    out = {k: convert(b) for k, b in program.output.terms.items()}  # the program's own arrays
+    if output_scale != 1.0:
+        out = {k: b / output_scale for k, b in out.items()}
     for k in out:
         for l in out:
             if k <= l:
@@ -129,10 +132,12 @@ def lmi_blocks(
     return blocks
 
 
-def assemble_numpy(program: Program, blocks: Blocks) -> np.ndarray:
-    """The dense symmetric ``M`` (float64) from numpy blocks."""
-    offsets = np.concatenate([[0], np.cumsum(program.segment_sizes)])
-    matrix = np.zeros((offsets[-1], offsets[-1]))
+def assemble_numpy(program: Program, blocks: Blocks) -> Any:
+    """The dense symmetric ``M`` from numpy (float64) or torch blocks (dtype, device kept)."""
+    offsets = np.concatenate([[0], np.cumsum(program.segment_sizes)]).tolist()
+    first = blocks[(0, 0)]
+    matrix = (torch.zeros((offsets[-1],) * 2, dtype=first.dtype, device=first.device)
+              if isinstance(first, torch.Tensor) else np.zeros((offsets[-1], offsets[-1])))
     for (i, j), block in blocks.items():
         rows, cols = slice(offsets[i], offsets[i + 1]), slice(offsets[j], offsets[j + 1])
         matrix[rows, cols] += block

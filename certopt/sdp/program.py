@@ -172,6 +172,20 @@ class QuadraticConstraint(ABC):
     def project(self, multipliers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Nearest admissible multipliers (e.g. clip to ``>= 0``), as float64 arrays."""
 
+    def sector(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Slopes ``[α, β]`` (each ``(size,)``) whose slope QC (section 1) this QC contains.
+
+        With weights ``t >= 0`` constant on the groups the QC couples, the
+        multipliers :meth:`sector_multipliers` ``(t)`` give exactly the form of
+        :class:`SlopeRestricted` ``(α, β)`` with weights ``t`` (first-order
+        solvers start from it).  ``None`` (default): no such slopes.
+        """
+        return None
+
+    def sector_multipliers(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Multipliers reproducing the slope QC of :meth:`sector` with weights ``weights``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no sector")
+
 
 class SlopeRestricted(QuadraticConstraint):
     """Elementwise activation with slopes in ``[alpha_i, beta_i]`` (section 1).
@@ -209,6 +223,12 @@ class SlopeRestricted(QuadraticConstraint):
 
     def project(self, multipliers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"t": np.maximum(np.asarray(multipliers["t"], dtype=np.float64), 0.0)}
+
+    def sector(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.alpha, self.beta
+
+    def sector_multipliers(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {"t": np.asarray(weights, dtype=np.float64)}
 
     def __repr__(self) -> str:
         return f"SlopeRestricted(size={self.size}, alpha∈{_range(self.alpha)}, " \

@@ -54,6 +54,7 @@ from certopt.sdp.program import (
     QCForm,
     QuadraticConstraint,
     SlopeRestricted,
+    like,
 )
 
 __all__ = ["GROUPSORT_ENCODINGS", "GroupSortQC", "groupsort_candidates", "groupsort_encoding",
@@ -204,14 +205,12 @@ class GroupSortQC(QuadraticConstraint):
         lam, a, b = multipliers["lam"], multipliers["a"], multipliers["b"]
         if isinstance(lam, cp.Expression):
             diag, ones, expand = cp.diag, self._ones, self._expand
-        elif isinstance(lam, torch.Tensor):
-            diag = torch.diag
-            ones, expand = (torch.as_tensor(m, dtype=lam.dtype, device=lam.device)
-                            for m in (self._ones, self._expand))
+            ones_a, ones_b = ones @ diag(a), ones @ diag(b)
         else:
-            diag, ones, expand = np.diag, self._ones, self._expand
+            diag = torch.diag if isinstance(lam, torch.Tensor) else np.diag
+            ones, expand = (like(m, lam) for m in (self._ones, self._expand))
+            ones_a, ones_b = ones * a[None, :], ones * b[None, :]  # J·diag(a), O(n²)
         lam_full = diag(expand @ lam)
-        ones_a, ones_b = ones @ diag(a), ones @ diag(b)
         return QCForm(lam_full - 0.5 * (ones_a + ones_a.T),
                       0.5 * (ones_a.T - ones_b),
                       -lam_full + 0.5 * (ones_b + ones_b.T))
@@ -220,6 +219,14 @@ class GroupSortQC(QuadraticConstraint):
         return {"lam": np.maximum(np.asarray(multipliers["lam"], dtype=np.float64), 0.0),
                 "a": np.asarray(multipliers["a"], dtype=np.float64),
                 "b": np.asarray(multipliers["b"], dtype=np.float64)}
+
+    def sector(self) -> tuple[np.ndarray, np.ndarray]:
+        """``a = b = 0`` leaves ``λ_G(‖Δc_G‖² − ‖Δφ_G‖²)``: the abs QC, slopes ``[−1, 1]``."""
+        return -np.ones(self.size), np.ones(self.size)
+
+    def sector_multipliers(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        groups = np.asarray(weights, dtype=np.float64).reshape(self.n_groups, self.group_size)
+        return {"lam": groups.max(axis=1), "a": np.zeros(self.size), "b": np.zeros(self.size)}
 
     def __repr__(self) -> str:
         return f"GroupSortQC(size={self.size}, group_size={self.group_size})"
