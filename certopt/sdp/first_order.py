@@ -22,8 +22,12 @@ so the SDP becomes an unconstrained problem in the multipliers alone:
 Every iterate with a successful Cholesky factorisation of ``S(μ)`` is a
 feasible point of the SDP, so ``F`` at the best iterate is an upper bound on
 the SDP value (up to round-off, removed by the float64 verification of
-section 6 that the caller runs on the returned multipliers).  Nonnegative
-multipliers are parameterised as ``exp(η)`` (and ``g = exp(ζ)``); ``λ_max`` is
+section 6 that the caller runs on the returned multipliers).  Any stage QC
+with a :meth:`~certopt.sdp.program.QuadraticConstraint.sector` works
+(slope-restricted stages, :class:`~certopt.sdp.rules.GroupSortQC`).
+Nonnegative multipliers are parameterised as ``exp(η)`` (and ``g = exp(ζ)``),
+free ones (GroupSort's ``a``, ``b``) as the stage's starting weight times
+``η``; ``λ_max`` is
 smoothed by a log-sum-exp over the spectrum (temperature ``10⁻³|F|``,
 refined to ``10⁻⁵|F|`` as the iterates settle); L-BFGS takes the steps with
 an Armijo backtracking line search that also keeps ``S ≻ 0`` (the optimum
@@ -32,14 +36,25 @@ The starting point
 is a strictly feasible, naive-bound-like certificate built stage by stage
 (:func:`initial_multipliers`).
 
-Cost per iteration: one Cholesky of order ``Σ_s n_s``, one triangular solve
-with ``n_0`` right-hand sides and one symmetric eigendecomposition of order
-``n_0``, plus the backward pass; all in torch, on any device.
+Gradient (envelope theorem, no autograd through the factorisations).  With
+``M_0(μ)`` the LMI matrix at ``γ = 0`` (so ``R = M_0,xφ S⁻¹ M_0,φx − M_0,xx``),
+``U = [I; −S⁻¹M_0,φx]`` and the smoothed top eigenprojector ``P = V diag(p) Vᵀ``
+(``p`` the softmax weights of the spectrum),
+
+    dF = (Σg)·⟨G^{-1/2} P G^{-1/2}, dR⟩ = −tr(Zᵀ dM_0 Z),   Z = U G^{-1/2} V diag(√(Σg)·√p),
+
+a low-rank (``n × k``, ``k`` = eigenvalues with non-negligible weight)
+quadratic form of the LMI; it is differentiated by autograd through the
+stages' QC forms only.  Cost per evaluation: one Cholesky of order
+``Σ_{s>=1} n_s``, one triangular solve with ``n_0`` right-hand sides, one
+symmetric eigendecomposition of order ``n_0`` and ``O(n²k)`` for the
+gradient; all in torch, on any device.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -53,7 +68,8 @@ from certopt.core.errors import ConvergenceWarning, InputValueError, Unsupported
 from certopt.core.lbfgs import LBFGSMemory
 from certopt.core.progress import progress
 from certopt.core.result import Status
-from certopt.sdp.program import LinearExpr, Program, SlopeRestricted, Stage
+from certopt.sdp.lmi import assemble_numpy, lmi_blocks
+from certopt.sdp.program import LinearExpr, Program, QCForm, Stage
 
 __all__ = ["FirstOrderSolution", "initial_multipliers", "solve_first_order"]
 
@@ -76,7 +92,9 @@ class FirstOrderSolution:
         over the last ``patience`` iterations, ``MAX_ITER`` otherwise,
         ``NUMERICAL`` when no iterate could be evaluated.
     n_iter, solve_time, history:
-        Iterations, wall time in seconds, per-iteration ``value`` trace.
+        Iterations, wall time in seconds; ``history["value"]`` is the
+        per-iteration ``F``, ``history["evaluations"]`` the running count of
+        objective evaluations (line-search trials included).
     """
 
     gamma: np.ndarray
@@ -88,89 +106,197 @@ class FirstOrderSolution:
     history: Mapping[str, list[float]] = field(default_factory=dict, repr=False)
 
 
-class _TorchLMI:
-    """``K(μ)`` of a program, assembled block by block in torch (autograd-friendly)."""
+class _DeviceConstants:
+    """The program's constant arrays as tensors on one device, converted once (by identity)."""
 
-    def __init__(self, program: Program, device: torch.device, dtype: torch.dtype):
-        for s, stage in enumerate(program.stages, start=1):
-            if not isinstance(stage.qc, SlopeRestricted):
-                raise UnsupportedError(
-                    f"method='first-order': stage {s} ({stage.label or type(stage.qc).__name__}) "
-                    f"uses {type(stage.qc).__name__}; the first-order solver supports "
-                    "slope-restricted stages (use groupsort='network' for GroupSort)")
-        self.program = program
-        self.sizes = program.segment_sizes
-        self.offsets = np.concatenate(([0], np.cumsum(self.sizes))).tolist()
+    def __init__(self, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype
+        self._cache: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
 
-        def tensor(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(a, dtype=dtype, device=device)
-
-        self.pre = [{k: tensor(b) for k, b in st.pre.terms.items()} for st in program.stages]
-        self.coef = [(tensor(-st.qc.alpha * st.qc.beta), tensor(0.5 * (st.qc.alpha + st.qc.beta)))
-                     for st in program.stages]
-        self.has_pre_pre = [bool(np.any(st.qc.alpha * st.qc.beta != 0)) for st in program.stages]
-        out = np.zeros((program.output_dim, program.state_dim))
-        for k, block in program.output.terms.items():
-            out[:, self.offsets[k]:self.offsets[k + 1]] = block
-        out_t = tensor(out)
-        self.base = out_t.T @ out_t
-
-    def slice(self, segment: int) -> slice:
-        return slice(self.offsets[segment], self.offsets[segment + 1])
-
-    def matrix(self, multipliers: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``K(μ)`` for per-stage multiplier vectors ``t_s`` (the slope QC weights)."""
-        k_mat = self.base.clone()
-        for s, (terms, (pp, po), t) in enumerate(zip(self.pre, self.coef, multipliers), start=1):
-            own = self.slice(s)
-            pre_pre, pre_out = pp * t, po * t
-            for a, c_a in terms.items():
-                if self.has_pre_pre[s - 1]:
-                    for b, c_b in terms.items():
-                        k_mat[self.slice(a), self.slice(b)] += c_a.T @ (pre_pre[:, None] * c_b)
-                cross = c_a.T * pre_out
-                k_mat[self.slice(a), own] += cross
-                k_mat[own, self.slice(a)] += cross.T
-            k_mat[own, own] -= torch.diag(t)
-        return k_mat
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        hit = self._cache.get(id(array))
+        if hit is None or hit[0] is not array:
+            hit = (array, torch.as_tensor(array, dtype=self.dtype, device=self.device))
+            self._cache[id(array)] = hit
+        return hit[1]
 
 
-def initial_multipliers(program: Program, margin: float = 0.05
+class _Parametrization:
+    """Unconstrained ``z`` ↔ the stage multipliers (and, for ℓ∞, the input shape ``g``).
+
+    A nonnegative multiplier (a cvxpy variable declared ``nonneg`` by the QC)
+    is ``exp(z)``; a free one is ``scale·z`` with ``scale`` the stage's mean
+    starting weight; ℓ∞ appends ``log g`` (``n_0`` entries).
+    """
+
+    def __init__(self, program: Program, starts: Sequence[Mapping[str, np.ndarray]],
+                 shape_size: int, device: torch.device, dtype: torch.dtype):
+        self.entries: list[tuple[int, str, int, bool, float]] = []
+        initial = []
+        for index, (stage, start) in enumerate(zip(program.stages, starts)):
+            variables, _ = stage.qc.cvx_multipliers(f"stage{index + 1}")
+            scale = float(np.mean([np.mean(v) for v in start.values()]))
+            for name, variable in variables.items():
+                nonneg = bool(variable.is_nonneg())
+                value = np.asarray(start[name], dtype=np.float64).reshape(-1)
+                self.entries.append((index, name, value.size, nonneg, scale))
+                initial.append(np.log(value) if nonneg else value / scale)
+        initial.append(np.zeros(shape_size))
+        self.n_stages, self.shape_size = len(program.stages), shape_size
+        self.sizes = [e[2] for e in self.entries] + [shape_size]
+        self.initial = torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device)
+
+    def multipliers(self, z: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        parts = torch.split(z, self.sizes)
+        result: list[dict[str, torch.Tensor]] = [{} for _ in range(self.n_stages)]
+        for (index, name, _, nonneg, scale), part in zip(self.entries, parts):
+            result[index][name] = torch.exp(part) if nonneg else scale * part
+        return result
+
+    def log_shape(self, z: torch.Tensor) -> torch.Tensor:
+        """``log g`` (ℓ∞; empty for ℓ2)."""
+        return z[z.shape[0] - self.shape_size:]
+
+    def numpy_multipliers(self, z: torch.Tensor) -> list[dict[str, np.ndarray]]:
+        return [{name: v.detach().to("cpu", torch.float64).numpy() for name, v in m.items()}
+                for m in self.multipliers(z)]
+
+
+def _sector(stage: Stage, number: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stage's slopes ``[α, β]``, or :class:`UnsupportedError` when it has none."""
+    sector = stage.qc.sector()
+    _, constraints = stage.qc.cvx_multipliers("probe")
+    if sector is None or constraints:
+        raise UnsupportedError(
+            f"method='first-order': stage {number} ({stage.label or type(stage.qc).__name__}) "
+            f"uses {type(stage.qc).__name__}, which declares no sector (slopes [α, β]) and "
+            "no unconstrained multipliers; use method='lipsdp'")
+    return sector
+
+
+def _spectral_norm_squared(terms: Mapping[int, np.ndarray], device: torch.device) -> float:
+    stacked = torch.as_tensor(np.hstack([terms[k] for k in sorted(terms)]), dtype=torch.float64,
+                              device=device)
+    return float(torch.linalg.matrix_norm(stacked, ord=2)) ** 2
+
+
+def initial_multipliers(program: Program, margin: float = 0.05,
+                        device: str | torch.device | None = None
                         ) -> tuple[list[np.ndarray], float]:
     """A strictly feasible point ``(t_s, ρ)`` of the ℓ2 LMI, stage by stage.
 
+    ``t_s`` are weights of the stages' sector QCs
+    (:meth:`~certopt.sdp.program.QuadraticConstraint.sector`, constant per
+    stage); ``stage.qc.sector_multipliers(t_s)`` are the multipliers.
     Per neuron with slopes ``[α, β]`` (``m = (α+β)/2``, ``r = (β−α)/2``) the
     S-procedure gives ``−τ q(c, φ) >= φ² − κ c²`` with ``τ = 1 + |m|/r`` and
     ``κ = (|m| + r)²``.  With ``a_s = ‖[C_s]‖₂²`` and stage weights
     ``w_s = (a_out[s] + Σ_{u: s feeds u} w_u κ_u a_u)/(1 − margin)``
     (backwards), the multipliers ``t_s = w_s τ`` make ``−K_φφ ⪰ margin·diag(w)``
-    and ``ρ = a_out[0] + Σ_{u: x feeds u} w_u κ_u a_u`` feasible.
+    and ``ρ = a_out[0] + Σ_{u: x feeds u} w_u κ_u a_u`` feasible.  Spectral
+    norms are computed with torch on ``device`` (default CPU).
     """
+    dev = resolve_device(device)
     stages = program.stages
     n_seg = len(stages) + 1
-
-    def norm2(terms: Mapping[int, np.ndarray]) -> float:
-        return float(np.linalg.norm(np.hstack([terms[k] for k in sorted(terms)]), 2) ** 2)
-
     load = np.zeros(n_seg)
-    a_out = norm2(program.output.terms)
+    a_out = _spectral_norm_squared(program.output.terms, dev)
     for k in program.output.terms:
         load[k] += a_out
     taus, weights = [], np.zeros(n_seg)
     for s in range(len(stages), 0, -1):
-        qc = stages[s - 1].qc
-        m, r = 0.5 * np.abs(qc.alpha + qc.beta), 0.5 * (qc.beta - qc.alpha)
+        alpha, beta = _sector(stages[s - 1], s)
+        m, r = 0.5 * np.abs(alpha + beta), 0.5 * (beta - alpha)
         r_safe = np.maximum(r, 1e-3 * np.maximum(m, 1e-12))
         taus.append(1.0 + m / r_safe)
         kappa = float(np.max((m + r) ** 2))
         weights[s] = max(load[s], 1e-6 * max(load.max(), 1.0)) / (1.0 - margin)
-        a_s = norm2(stages[s - 1].pre.terms)
+        a_s = _spectral_norm_squared(stages[s - 1].pre.terms, dev)
         for k in stages[s - 1].pre.terms:
             load[k] += weights[s] * kappa * a_s
     taus.reverse()
     multipliers = [weights[s] * taus[s - 1] for s in range(1, n_seg)]
     return multipliers, float(load[0]) * (1.0 + margin)
+
+
+def _form_trace(form: QCForm, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``tr([H; P]ᵀ [[pre_pre, pre_out], [pre_outᵀ, out_out]] [H; P])`` (H = pre, P = out)."""
+
+    def bilinear(block: object, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        if block is None:
+            return left.new_zeros(())
+        if block.ndim == 1:
+            return (block[:, None] * left * right).sum()
+        return (left * (block @ right)).sum()
+
+    return (bilinear(form.pre_pre, pre, pre) + 2 * bilinear(form.pre_out, pre, out)
+            + bilinear(form.out_out, out, out))
+
+
+class _Evaluation:
+    """``F``, the smoothed objective and its gradient at one point ``z`` (module doc)."""
+
+    def __init__(self, program: Program, param: _Parametrization, norm: float,
+                 device: torch.device, dtype: torch.dtype):
+        self.program, self.param, self.norm = program, param, norm
+        self.constants = _DeviceConstants(device, dtype)
+        self.n0 = program.input_dim
+        self.zero_weight = torch.zeros(self.n0, dtype=dtype, device=device)
+
+    def __call__(self, z: torch.Tensor, width: float | None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+        """``(smoothed objective, gradient, F)``; ``width=None``: ``F`` only; ``F = inf`` if
+        ``S(μ)`` is not positive definite."""
+        n0, program = self.n0, self.program
+        with torch.no_grad():
+            blocks = lmi_blocks(program, self.zero_weight, self.param.multipliers(z),
+                                convert=self.constants)
+            matrix = assemble_numpy(program, blocks)
+            chol, info = torch.linalg.cholesky_ex(matrix[n0:, n0:])
+            if int(info) != 0:
+                return None, None, math.inf
+            y = torch.linalg.solve_triangular(chol, matrix[n0:, :n0], upper=False)
+            r_mat = y.T @ y - matrix[:n0, :n0]
+            total, scale = 1.0, None
+            if self.norm == math.inf:
+                log_shape = self.param.log_shape(z)
+                scale = torch.exp(-0.5 * log_shape)
+                r_mat = scale[:, None] * r_mat * scale[None, :]
+                total = float(torch.exp(log_shape).sum())
+            eig, vec = torch.linalg.eigh(0.5 * (r_mat + r_mat.T))
+            top = eig[-1]
+            value = total * float(top)
+            if not math.isfinite(value):
+                return None, None, math.inf
+            if width is None:
+                return None, None, value
+            logits = (eig - top) / width
+            weights = torch.softmax(logits, dim=0)
+            smooth = total * (top + width * torch.logsumexp(logits, dim=0))
+            keep = weights > 1e-14
+            directions = vec[:, keep] * torch.sqrt(total * weights[keep])
+            if scale is not None:
+                directions = scale[:, None] * directions
+            rest = -torch.linalg.solve_triangular(chol.T, y @ directions, upper=True)
+            columns = [directions, *torch.split(rest, list(program.segment_sizes[1:]))]
+        grad = self._multiplier_gradient(z, columns)
+        if self.norm == math.inf:
+            g = torch.exp(self.param.log_shape(z))
+            shape_grad = g * (smooth / total) - total * (vec ** 2 @ (weights * eig))
+            grad[grad.shape[0] - n0:] += shape_grad
+        return smooth, grad, value
+
+    def _multiplier_gradient(self, z: torch.Tensor, columns: Sequence[torch.Tensor]
+                             ) -> torch.Tensor:
+        """``∇_z Σ_s tr([C_s Z; Z_s]ᵀ S_s(μ(z)) [C_s Z; Z_s])`` for the fixed low-rank ``Z``."""
+        z = z.detach().requires_grad_(True)
+        multipliers = self.param.multipliers(z)
+        total = z.new_zeros(())
+        for index, (stage, mult) in enumerate(zip(self.program.stages, multipliers)):
+            pre = sum(self.constants(block) @ columns[k] for k, block in stage.pre.terms.items())
+            total = total + _form_trace(stage.qc.form(mult, operator.mul), pre, columns[index + 1])
+        (grad,) = torch.autograd.grad(total, z, allow_unused=True)
+        return torch.zeros_like(z) if grad is None else grad
 
 
 def solve_first_order(
@@ -220,52 +346,28 @@ def solve_first_order(
     tol = check_scalar(tol, "tol", low=0)
     lr = check_scalar(lr, "lr", low=0, low_inclusive=False)
     dev = resolve_device(device)
-    lmi = _TorchLMI(_reduced_input(program) if norm == 2 else program, dev, dtype)
-    n0 = lmi.program.input_dim
+    working = _reduced_input(program, dev) if norm == 2 else program
+    start_weights, _ = initial_multipliers(program, device=dev)
+    starts = [stage.qc.sector_multipliers(t) for stage, t in zip(program.stages, start_weights)]
+    param = _Parametrization(working, starts, working.input_dim if norm == math.inf else 0,
+                             dev, dtype)
+    evaluate = _Evaluation(working, param, norm, dev, dtype)
+    z = param.initial.clone()
+    n_evaluations = 0
 
-    init_t, _ = initial_multipliers(program)
-    sizes = [len(t) for t in init_t] + ([n0] if norm == math.inf else [])
-    z = torch.tensor(np.concatenate([np.log(t) for t in init_t]
-                                    + ([np.zeros(n0)] if norm == math.inf else [])),
-                     dtype=dtype, device=dev)
-
-    def evaluate(point: torch.Tensor, width: float | None
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
-        """Smoothed objective, its gradient (``width=None``: value only) and ``F``."""
-        point = point.detach().requires_grad_(width is not None)
-        parts = list(torch.split(point, sizes))
-        k_mat = lmi.matrix([torch.exp(v) for v in parts[:len(init_t)]])
-        k_xx, k_phx = k_mat[:n0, :n0], k_mat[n0:, :n0]
-        if k_mat.shape[0] > n0:
-            chol, info = torch.linalg.cholesky_ex(-k_mat[n0:, n0:])
-            if int(info) != 0:
-                return None, None, math.inf
-            y = torch.linalg.solve_triangular(chol, k_phx, upper=False)
-            r_mat = k_xx + y.T @ y
-        else:
-            r_mat = k_xx
-        total = torch.ones((), dtype=dtype, device=dev)
-        if norm == math.inf:
-            scale = torch.exp(-0.5 * parts[-1])
-            r_mat = scale[:, None] * r_mat * scale[None, :]
-            total = torch.exp(parts[-1]).sum()
-        eig = torch.linalg.eigvalsh(0.5 * (r_mat + r_mat.T))
-        value = float(total.detach() * eig[-1].detach())
-        if not math.isfinite(value):
-            return None, None, math.inf
-        if width is None:
-            return None, None, value
-        top = eig[-1].detach()
-        smooth = total * (top + width * torch.logsumexp((eig - top) / width, dim=0))
-        (grad,) = torch.autograd.grad(smooth, point)
-        return smooth.detach(), grad, value
+    def counted(point: torch.Tensor, width: float | None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+        nonlocal n_evaluations
+        n_evaluations += 1
+        return evaluate(point, width)
 
     best_value, best_point = math.inf, z.clone()
     history: list[float] = []
+    evaluations: list[float] = []
     smoothing, n_iter, status = 1e-3, 0, Status.MAX_ITER
-    _, _, first_value = evaluate(z, None)
+    _, _, first_value = counted(z, None)
     width = smoothing * abs(first_value)
-    objective, grad, value = evaluate(z, width) if math.isfinite(first_value) else (None,) * 3
+    objective, grad, value = counted(z, width) if math.isfinite(first_value) else (None,) * 3
     memory = LBFGSMemory(10)
     line_search_failed = False
     with progress(max_iter, verbose, desc="first-order LipSDP") as bar:
@@ -276,6 +378,7 @@ def solve_first_order(
             if value < best_value:
                 best_value, best_point = value, z.clone()
             history.append(value)
+            evaluations.append(n_evaluations)
             stalled = len(history) > patience and \
                 history[-patience - 1] - best_value <= tol * best_value
             if stalled or line_search_failed:
@@ -287,7 +390,7 @@ def solve_first_order(
                 width = smoothing * abs(best_value)
                 z = best_point.clone()
                 memory.clear()
-                objective, grad, value = evaluate(z, width)
+                objective, grad, value = counted(z, width)
                 continue
             direction = -memory.apply(grad)
             slope = float(grad @ direction)
@@ -298,7 +401,7 @@ def solve_first_order(
             step = 1.0 if memory else min(1.0, lr / float(direction.abs().max()))
             for _ in range(60):  # Armijo backtracking; also keeps S ≻ 0
                 trial = z + step * direction
-                new_objective, new_grad, new_value = evaluate(trial, width)
+                new_objective, new_grad, new_value = counted(trial, width)
                 if new_objective is not None and \
                         float(new_objective) <= float(objective) + 1e-4 * step * slope:
                     break
@@ -316,34 +419,35 @@ def solve_first_order(
         warnings.warn(f"first-order LipSDP stopped with status {status.value} after "
                       f"{n_iter} iterations; the bound is verified but may be loose",
                       ConvergenceWarning, stacklevel=2)
-    parts = torch.split(best_point, sizes)
-    weights = (torch.exp(parts[-1]) if norm == math.inf
+    weights = (torch.exp(param.log_shape(best_point)) if norm == math.inf
                else torch.ones(program.input_dim, dtype=dtype))
     gamma = (best_value / float(weights.sum()) if norm == math.inf else best_value) * weights
     return FirstOrderSolution(
         gamma=gamma.detach().to("cpu", torch.float64).numpy(),
-        multipliers=[{"t": torch.exp(v).to("cpu", torch.float64).numpy()}
-                     for v in parts[:len(init_t)]],
+        multipliers=param.numpy_multipliers(best_point),
         value=best_value, status=status, n_iter=n_iter,
-        solve_time=time.perf_counter() - start, history={"value": history},
+        solve_time=time.perf_counter() - start,
+        history={"value": history, "evaluations": evaluations},
     )
 
 
-def _reduced_input(program: Program) -> Program:
+def _reduced_input(program: Program, device: torch.device) -> Program:
     """The same program on ``x̃ = Qᵀx``, ``Q`` an orthonormal basis of the input's row space.
 
     Every quantity depends on ``x`` through ``C_k[0] x = C_k[0] Q Qᵀ x``, so in
     ℓ2 the LMI's input block lives in ``range(Q)`` and ``ρ`` and the
     multipliers are unchanged: a 784-input net with a 16-wide first layer
     gives a 16-dimensional eigenproblem instead of a 784-dimensional one.
+    The SVD runs in torch on ``device``.
     """
     exprs = [stage.pre for stage in program.stages] + [program.output]
     blocks = [e.terms[0] for e in exprs if 0 in e.terms]
-    _, singular, vh = np.linalg.svd(np.vstack(blocks), full_matrices=False)
-    rank = int(np.sum(singular > singular[0] * 1e-13)) if singular.size else 0
+    stacked = torch.as_tensor(np.vstack(blocks), dtype=torch.float64, device=device)
+    _, singular, vh = torch.linalg.svd(stacked, full_matrices=False)
+    rank = int((singular > singular[0] * 1e-13).sum()) if singular.numel() else 0
     if rank >= 0.75 * program.input_dim:
         return program
-    basis = vh[:max(rank, 1)].T
+    basis = vh[:max(rank, 1)].T.to("cpu").numpy()
 
     def project(expr: LinearExpr) -> LinearExpr:
         terms = {k: (b @ basis if k == 0 else b) for k, b in expr.terms.items()}
