@@ -70,13 +70,14 @@ class AndersonAccelerator:
         self.max_weight = check_scalar(max_weight, "max_weight", low=0.0, low_inclusive=False)
         self.n_accepted = 0
         self.n_rejected = 0
+        self._dG: torch.Tensor | None = None  # (memory, dim) residual differences
+        self._dT: torch.Tensor | None = None  # (memory, dim) image differences
+        self._gram: torch.Tensor | None = None  # (memory, memory) dG dG^T
+        self._products: torch.Tensor | None = None  # (memory,) dG g for the last g
         self.reset()
 
     def reset(self) -> None:
         """Forget every stored difference (e.g. after the map itself changed)."""
-        self._dG: torch.Tensor | None = None  # (memory, dim) residual differences
-        self._dT: torch.Tensor | None = None  # (memory, dim) image differences
-        self._gram: torch.Tensor | None = None  # (memory, memory) dG dG^T
         self._count = 0  # number of valid rows
         self._next = 0  # row to overwrite next (circular buffer)
         self._last_g: torch.Tensor | None = None
@@ -99,40 +100,51 @@ class AndersonAccelerator:
             self.reset()
             return fallback
         if self._last_g is not None:
-            self._store(g - self._last_g, fx - self._last_fx)
+            self._store(g, fx)
         self._last_g, self._last_fx, self._last_norm = g, fx, norm
         self._extrapolated = False
         if self._count == 0 or not math.isfinite(norm):
             return fx
-        gamma = self._weights(g)
+        gamma = self._weights()
         if gamma is None:
             return fx
         self._extrapolated = True
         self.n_accepted += 1
-        return fx - gamma @ self._dT[: self._count]
+        return torch.addmv(fx, self._dT[: self._count].T, gamma, alpha=-1.0)
 
-    def _store(self, dg: torch.Tensor, dt: torch.Tensor) -> None:
-        """Put one difference pair into the circular buffer and update the Gram matrix."""
-        if self._dG is None:
+    def _store(self, g: torch.Tensor, fx: torch.Tensor) -> None:
+        """Store the differences to the last pair; update dG^T g and the Gram matrix.
+
+        One pass over the memory: with h = dG g and h_last = dG g_last (kept
+        from the last step), the new row of the Gram matrix is h - h_last.
+        """
+        dg = g - self._last_g
+        if self._dG is None or self._dG.shape[1] != dg.shape[0] or self._dG.dtype != dg.dtype \
+                or self._dG.device != dg.device:
             like = {"dtype": dg.dtype, "device": dg.device}
             self._dG = torch.zeros(self.memory, dg.shape[0], **like)
             self._dT = torch.zeros(self.memory, dg.shape[0], **like)
             self._gram = torch.zeros(self.memory, self.memory, **like)
+            self._products = torch.zeros(self.memory, **like)
         row = self._next
-        self._dG[row], self._dT[row] = dg, dt
-        self._count = min(self._count + 1, self.memory)
-        products = self._dG[: self._count] @ dg
-        self._gram[row, : self._count] = products
-        self._gram[: self._count, row] = products
+        self._dG[row] = dg
+        torch.sub(fx, self._last_fx, out=self._dT[row])
+        self._count = k = min(self._count + 1, self.memory)
+        products = self._dG[:k] @ g
+        new_row = products - self._products[:k]
+        new_row[row] = dg @ dg
+        self._gram[row, :k] = new_row
+        self._gram[:k, row] = new_row
+        self._products[:k] = products
         self._next = (row + 1) % self.memory
 
-    def _weights(self, g: torch.Tensor) -> torch.Tensor | None:
+    def _weights(self) -> torch.Tensor | None:
         """gamma of the regularised least-squares problem, or None if unusable."""
         k = self._count
         gram = self._gram[:k, :k]
         shift = self.regularization * float(torch.trace(gram)) + 1e-300
         system = gram + shift * torch.eye(k, dtype=gram.dtype, device=gram.device)
-        gamma = torch.linalg.solve_ex(system, self._dG[:k] @ g)[0]
+        gamma = torch.linalg.solve_ex(system, self._products[:k])[0]
         size = float(torch.linalg.vector_norm(gamma))
         if not (math.isfinite(size) and size <= self.max_weight):
             return None
