@@ -64,7 +64,7 @@ class SolverOptions:
     rho: float | None = None
     cvxpy_solver: str | None = None
     anderson_memory: int = 10
-    adaptive_rho: bool = True
+    adaptive_rho: bool = False
     linear_solver: str = "auto"
 
 
