@@ -10,13 +10,20 @@ the status and timings.
 * :func:`sinkhorn`: entropic OT, log-domain Sinkhorn;
 * :func:`exact`: unregularised OT by POT's network simplex, certified;
 * :func:`class_based`: class-structured OT with a sum-of-norms regulariser.
+
+``C`` is an ``(n, m)`` array, or for :func:`sparse`, :func:`quadratic` and
+:func:`sinkhorn` a :class:`PointCloudCost` (``C_ij = ||x_i - y_j||^p``
+computed block by block inside the solver's streamed passes, so the cost
+matrix is never stored).
 """
 
 from certopt.ot.class_based import class_based
 from certopt.ot.exact import exact
+from certopt.ot.geometry import PointCloudCost
 from certopt.ot.quadratic import quadratic
 from certopt.ot.result import TransportResult
 from certopt.ot.sinkhorn import sinkhorn
 from certopt.ot.sparse import sparse
 
-__all__ = ["TransportResult", "class_based", "exact", "quadratic", "sinkhorn", "sparse"]
+__all__ = ["PointCloudCost", "TransportResult", "class_based", "exact", "quadratic", "sinkhorn",
+           "sparse"]

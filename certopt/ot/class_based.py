@@ -112,11 +112,12 @@ class ClassBasedDual:
     def __init__(self, problem: TransportProblem, labels: torch.Tensor, n_classes: int,
                  reg: float, gamma: float):
         self.problem = problem
+        self.cost = problem.dense_cost("class_based")
         self.labels = labels
         self.n_classes = n_classes
         self.reg = float(reg)
         self.gamma = float(gamma)
-        self.cost_scale = float(problem.C.abs().max())
+        self.cost_scale = float(self.cost.abs().max())
         self.max_mass = float(torch.maximum(problem.a.max(), problem.b.max()))
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -126,7 +127,7 @@ class ClassBasedDual:
 
         ``gamma`` overrides the quadratic weight (used for the gamma = 0 bound).
         """
-        scores = alpha[:, None] + beta[None, :] - self.problem.C
+        scores = alpha[:, None] + beta[None, :] - self.cost
         plan, conjugate = group_shrinkage(scores, self.labels, self.n_classes, self.reg,
                                           self.gamma if gamma is None else gamma)
         return plan, alpha @ self.problem.a + beta @ self.problem.b - conjugate
@@ -200,7 +201,7 @@ class ClassBasedDual:
         that value ``+ reg + gamma b_j`` (its best entry alone then carries
         ``b_j``); ``steps`` bisection steps run on all columns at once.
         """
-        low = (self.problem.C - alpha[:, None]).min(0).values
+        low = (self.cost - alpha[:, None]).min(0).values
         high = low + self.reg + self.gamma * self.problem.b
         for _ in range(steps):
             middle = 0.5 * (low + high)
@@ -310,7 +311,7 @@ def class_based(
     max_iter = check_scalar(max_iter, "max_iter", low=1, integer=True)
     tol = check_scalar(tol, "tol", low=0, low_inclusive=False)
     problem = TransportProblem.from_inputs(a, b, C, device)
-    codes, n_classes = class_labels(labels, problem.shape[0], problem.C.device)
+    codes, n_classes = class_labels(labels, problem.shape[0], problem.a.device)
     dual = ClassBasedDual(problem, codes, n_classes, reg, gamma)
     if method == "cvxpy":
         return _solve_cvxpy(dual)
@@ -323,7 +324,7 @@ def _solve_accelerated(dual: ClassBasedDual, *, max_iter: int, tol: float, verbo
     start = time.perf_counter()
     problem = dual.problem
     n, m = problem.shape
-    alpha0 = problem.C.new_zeros(n)
+    alpha0 = problem.a.new_zeros(n)
     out = maximize(dual.value_and_grad, (alpha0, dual.column_start(alpha0)), dual.criterion(tol),
                    tol=tol, max_iter=max_iter, method=optimizer, lipschitz=1.0 / dual.gamma,
                    verbose=verbose, desc="class-based OT")
@@ -350,9 +351,9 @@ def _solve_cvxpy(dual: ClassBasedDual) -> TransportResult:
     start = time.perf_counter()
     problem = dual.problem
     cpu = {"dtype": torch.float64, "device": "cpu"}
-    ref = class_based_reference(*(t.to(**cpu).numpy() for t in (problem.a, problem.b, problem.C)),
+    ref = class_based_reference(*(t.to(**cpu).numpy() for t in (problem.a, problem.b, dual.cost)),
                                 dual.labels.cpu().numpy(), dual.reg, dual.gamma)
-    work = {"dtype": problem.C.dtype, "device": problem.C.device}
+    work = {"dtype": problem.a.dtype, "device": problem.a.device}
     if not np.all(np.isfinite(ref.plan)):      # the conic solver failed: report its status
         n, m = problem.shape
         nan = float("nan")

@@ -47,7 +47,9 @@ def exact(
     Parameters
     ----------
     a, b : (n,), (m,) arrays or None (uniform)
-    C : (n, m) array, numpy or torch; the plan comes back alike.
+    C : (n, m) array, numpy or torch; the plan comes back alike.  A
+        :class:`~certopt.ot.geometry.PointCloudCost` is refused (the network
+        simplex reads the whole matrix): pass ``C.dense()``.
     max_iter : int or None
         Pivot budget of ``ot.emd``; None: :func:`default_max_iter`.
 
@@ -62,13 +64,14 @@ def exact(
         potentials before the c-transform.
     """
     problem = TransportProblem.from_inputs(a, b, C, device="cpu")
+    cost = problem.dense_cost("exact")
     n, m = problem.shape
     max_iter = default_max_iter(n, m) if max_iter is None else check_scalar(
         max_iter, "max_iter", low=1, integer=True)
     start = time.perf_counter()
     a_np = problem.a.numpy()
     b_np = problem.b.numpy() * (a_np.sum() / problem.b.numpy().sum())   # exact equal mass
-    cost_np = problem.C.numpy()
+    cost_np = cost.numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)      # our status reports it
         plan_np, log = pot.emd(a_np, b_np, cost_np, numItermax=max_iter, log=True)
@@ -79,8 +82,8 @@ def exact(
                       stacklevel=2)
     f = torch.from_numpy(np.asarray(log["u"], dtype=np.float64))
     g_raw = torch.from_numpy(np.asarray(log["v"], dtype=np.float64))
-    dual_infeasibility = float((f[:, None] + g_raw[None, :] - problem.C).max())
-    g = (problem.C - f[:, None]).min(dim=0).values          # c-transform: feasible
+    dual_infeasibility = float((f[:, None] + g_raw[None, :] - cost).max())
+    g = (cost - f[:, None]).min(dim=0).values          # c-transform: feasible
     plan = torch.from_numpy(np.asarray(plan_np, dtype=np.float64))
     return make_result(
         problem, plan,

@@ -32,7 +32,8 @@ def quadratic(
 ) -> TransportResult:
     """Quadratically regularised OT through its smooth dual (convex; plans are sparse).
 
-    Parameters are those of :func:`certopt.ot.sparse` without ``k``
+    Parameters are those of :func:`certopt.ot.sparse` without ``k`` (``C``
+    may be a :class:`~certopt.ot.geometry.PointCloudCost`)
     (``method`` defaults to ``"dual"``, the cheaper pass).  The result's
     ``objective`` is ``<C, plan> + (reg/2)||plan||_F^2``, ``dual_value`` the
     (semi-)dual value (a lower bound on the optimum), ``residuals`` the L1

@@ -45,19 +45,18 @@ def repair_plan(problem: TransportProblem, solution: DualSolution, duals: Column
     The repair tolerance is ``1e-8`` (float64) or ``1e-5`` (float32) times
     the total mass, in L1 marginal error.
     """
-    n = duals.n
-    before = solution.plan.dense(n)
+    before = solution.plan.dense()
     error_before = problem.marginal_error(before)
     support = solution.plan.rows
     restricted = duals if support is None else ColumnDuals(problem, duals.k, duals.reg,
                                                            support=support)
-    relative = 1e-8 if problem.C.dtype == torch.float64 else 1e-5
+    relative = 1e-8 if problem.a.dtype == torch.float64 else 1e-5
     repaired = solve_column_dual(
         restricted, "dual", tol=relative * float(problem.a.sum()), max_iter=max_iter,
         optimizer=optimizer, verbose=verbose, desc="repair on the support",
         start=(solution.alpha, solution.beta),
     )
-    after = repaired.plan.dense(n)
+    after = repaired.plan.dense()
     error_after = problem.marginal_error(after)
     keep_repaired = error_after <= error_before
     return RepairOutcome(

@@ -7,9 +7,19 @@ Primal and dual (math note, section 1)::
 
 with ``T_ij = exp((f_i + g_j - C_ij) / reg)`` at the optimum.  Alternate
 exact maximisation in ``f`` and ``g`` (log-sum-exp passes, stable for small
-``reg``).  After each ``g`` update the columns are exact; the row error is
-read off the next ``f`` update's log-sum-exp at no extra pass, every
-``check_every`` iterations (the only host synchronisation).
+``reg``)::
+
+    f_i = reg * (log a_i - log sum_j exp((g_j - C_ij) / reg))
+    g_j = reg * (log b_j - log sum_i exp((f_i - C_ij) / reg))
+
+Each log-sum-exp is one streamed pass over ``C``
+(:func:`certopt.ot.streaming.logsumexp_pass`: blocks of ``C``, an online
+running maximum and sum), so ``C`` may be a
+:class:`~certopt.ot.geometry.PointCloudCost` and no ``(n, m)`` temporary
+beyond one block exists in the loop.  After each ``g`` update the columns
+are exact; the row error is read off the next ``f`` update's log-sum-exp at
+no extra pass, every ``check_every`` iterations (the only host
+synchronisation).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from certopt.core.progress import progress
 from certopt.core.result import Status
 from certopt.ot.problem import TransportProblem
 from certopt.ot.result import TransportResult, make_result
+from certopt.ot.streaming import assemble, logsumexp_pass
 
 
 def sinkhorn(
@@ -43,7 +54,8 @@ def sinkhorn(
     Parameters
     ----------
     a, b : (n,), (m,) arrays or None (uniform)
-    C : (n, m) array, numpy or torch; results come back alike.
+    C : (n, m) array, numpy or torch, or a
+        :class:`~certopt.ot.geometry.PointCloudCost`; results come back alike.
     reg : float > 0
         Entropic regularisation ``epsilon`` (in the units of ``C``).
     max_iter : int
@@ -68,7 +80,7 @@ def sinkhorn(
     check_every = check_scalar(check_every, "check_every", low=1, integer=True)
     problem = TransportProblem.from_inputs(a, b, C, device)
     start = time.perf_counter()
-    cost = problem.C
+    cost = problem.geometry
     log_a, log_b = problem.a.log(), problem.b.log()
     f = torch.zeros_like(problem.a)
     g = torch.zeros_like(problem.b)
@@ -76,11 +88,11 @@ def sinkhorn(
     history: dict[str, list[float]] = {"marginal_error": []}
     status, n_iter = Status.MAX_ITER, max_iter
     with progress(max_iter, verbose, desc="sinkhorn") as bar:
-        row_lse = torch.logsumexp((g.unsqueeze(0) - cost) / reg, dim=1)
+        row_lse = logsumexp_pass(cost, g, reg, dim=1)
         for it in range(1, max_iter + 1):
             f = reg * (log_a - row_lse)
-            g = reg * (log_b - torch.logsumexp((f.unsqueeze(1) - cost) / reg, dim=0))
-            row_lse = torch.logsumexp((g.unsqueeze(0) - cost) / reg, dim=1)
+            g = reg * (log_b - logsumexp_pass(cost, f, reg, dim=0))
+            row_lse = logsumexp_pass(cost, g, reg, dim=1)
             if it % check_every == 0 or it == max_iter:
                 row_mass = torch.exp(f / reg + row_lse)
                 error = float((row_mass - problem.a).abs().sum())
@@ -93,7 +105,8 @@ def sinkhorn(
         warnings.warn(f"sinkhorn: marginal error {error:.3g} > tol {abs_tol:.3g} after "
                       f"{max_iter} iterations; increase max_iter or reg", ConvergenceWarning,
                       stacklevel=2)
-    plan = torch.exp((f.unsqueeze(1) + g.unsqueeze(0) - cost) / reg)
+    plan = assemble(cost, lambda block, rows, cols: torch.exp(
+        (f[rows].unsqueeze(1) + g[cols].unsqueeze(0) - block) / reg))
     entropy_term = reg * float((torch.special.xlogy(plan, plan) - plan).sum())
     dual_value = float(_weighted(f, problem.a) + _weighted(g, problem.b)) - reg * float(plan.sum())
     return make_result(problem, plan, regulariser=entropy_term, dual_value=dual_value,

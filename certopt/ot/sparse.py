@@ -21,17 +21,21 @@ shared loop :func:`certopt.ot.dual_ascent.maximize`:
 
 Both gradients are marginal residuals (``a - T 1``, ``b - T^T 1``), so the
 stopping rule is the L1 marginal error of the recovered plan.  Each
-evaluation is one pass over ``C``: ``alpha - c_j`` for every column, one
-``torch.topk`` along the columns, and a scatter of ``k`` values per column.
-Columns are stored as rows of ``C^T`` so every reduction runs along
-contiguous memory; nothing leaves the device inside the loop.
+evaluation is one streamed pass over ``C`` (:mod:`certopt.ot.streaming`):
+blocks of ``alpha - C^T`` (columns contiguous), a running top-k per column
+merged block by block, the k-sparse projection and a scatter of ``k``
+values per column.  ``C`` may be a stored matrix or a
+:class:`~certopt.ot.geometry.PointCloudCost` computed block by block; no
+``(n, m)`` temporary beyond one block exists inside the loop, and nothing
+leaves the device there.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -40,111 +44,167 @@ from certopt.core.errors import InputValueError
 from certopt.core.result import Status
 from certopt.ot.dual_ascent import METHODS as OPTIMIZERS
 from certopt.ot.dual_ascent import maximize
+from certopt.ot.geometry import CostGeometry
 from certopt.ot.problem import TransportProblem
-from certopt.ot.projections import project_sorted, top_k_last
+from certopt.ot.projections import project_sorted
 from certopt.ot.result import TransportResult, make_result
+from certopt.ot.streaming import assemble, block_entries, column_blocks, column_top_k_pass
 
 DualMethod = Literal["semi-dual", "dual"]
 DUAL_METHODS: tuple[str, ...] = ("semi-dual", "dual")
-CPU_BLOCK_SCORES = 2**18
 
 
 @dataclass(frozen=True)
 class ColumnPlan:
-    """A plan with at most ``k`` entries per column, in column-sparse form.
+    """A plan ``T_ij = [alpha_i + beta_j - C_ij]_+ / reg`` on each column's support.
 
     ``rows[j, l]`` is the source index of the ``l``-th entry of column ``j``
-    and ``values[j, l]`` its mass (``(m, k)`` each); ``rows is None`` means a
-    dense ``(m, n)`` block (``values`` is then ``T^T``).
+    and ``values[j, l]`` its mass (``(m, k)`` each); ``rows is None`` means
+    every row is in the support (``k >= n``): the plan is then rebuilt from
+    the potentials block by block, never kept as an ``(n, m)`` array.
     """
 
-    values: torch.Tensor
+    values: torch.Tensor | None
     rows: torch.Tensor | None
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    reg: float
+    cost: CostGeometry
 
-    def row_sums(self, n: int) -> torch.Tensor:
-        """``T 1`` (length ``n``)."""
-        if self.rows is None:
-            return self.values.sum(0)
-        out = torch.zeros(n, dtype=self.values.dtype, device=self.values.device)
-        return out.index_add_(0, self.rows.reshape(-1), self.values.reshape(-1))
-
-    def dense(self, n: int) -> torch.Tensor:
+    def dense(self) -> torch.Tensor:
         """The ``(n, m)`` plan."""
+        n, m = self.cost.shape
         if self.rows is None:
-            return self.values.T.contiguous()
-        m = self.values.shape[0]
+            alpha, beta = self.alpha, self.beta
+            return assemble(self.cost, lambda block, rows, cols: (
+                alpha[rows].unsqueeze(1) + beta[cols].unsqueeze(0) - block
+            ).clamp_min(0) / self.reg)
         out = torch.zeros(m, n, dtype=self.values.dtype, device=self.values.device)
         return out.scatter_(1, self.rows, self.values).T.contiguous()
 
 
+class Evaluation(NamedTuple):
+    """One (semi-)dual evaluation: value, gradient, plan and column multipliers ``beta``.
+
+    ``grad`` is ``a - T 1`` (semi-dual) or ``(a - T 1, b - T^T 1)`` (dual).
+    """
+
+    value: torch.Tensor
+    grad: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    plan: ColumnPlan
+    beta: torch.Tensor
+
+
 class ColumnDuals:
-    """The semi-dual and dual of k-sparse quadratic OT, column-parallel on ``C^T``.
+    """The semi-dual and dual of k-sparse quadratic OT, one streamed pass over ``C``.
+
+    Each evaluation reads ``C`` once through :mod:`certopt.ot.streaming`
+    (blocks of at most ``entries`` costs, as ``C^T`` so plan columns are
+    contiguous): a running top-k of every column of ``alpha - C``, then the
+    column's projection, its share of the value and of ``T 1``.  The memory
+    beyond one block is the ``(m, k)`` candidates (the sparse plan itself);
+    for ``k >= n`` nothing of size ``n m`` is kept (the plan is rebuilt from
+    the potentials).
 
     ``support`` (optional, ``(m, k)`` row indices) fixes the entries each
     column may use instead of choosing its top-k: this is the dual of the
-    convex QP restricted to that support (used by :mod:`certopt.ot.repair`).
+    convex QP restricted to that support (used by :mod:`certopt.ot.repair`);
+    its ``m k`` costs are gathered once.
     """
 
     def __init__(self, problem: TransportProblem, k: int, reg: float,
-                 support: torch.Tensor | None = None):
+                 support: torch.Tensor | None = None, entries: int | None = None):
         self.a, self.b = problem.a, problem.b
         self.n, self.m = problem.shape
         self.k = min(int(k), self.n)
         self.reg = float(reg)
-        self.cost_t = problem.C.T.contiguous()            # (m, n): plan columns as rows
+        self.cost = problem.geometry
+        self.entries = block_entries(self.a.device) if entries is None else int(entries)
         self.support = support
-        # On CPU, columns are scanned in blocks of about 2**18 scores so the
-        # temporary alpha - c_j stays in cache; on CUDA one block (full parallelism).
-        cpu = self.cost_t.device.type == "cpu"
-        self.block_rows = max(1, CPU_BLOCK_SCORES // self.n) if cpu else self.m
-        self.support_cost = None if support is None else torch.gather(self.cost_t, 1, support)
+        self.support_cost = None if support is None else self.cost.entries(
+            support, torch.arange(self.m, device=support.device).unsqueeze(1))
 
-    def scores(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``alpha_i - C_ij`` on each column's candidate entries.
+    @property
+    def every_row(self) -> bool:
+        """Every row is in every column's support (``k >= n``, no fixed support)."""
+        return self.support is None and self.k >= self.n
 
-        Returns ``(values, rows)`` of shape ``(m, k)`` (decreasing along each
-        row, except on a fixed ``support``, kept in its given order), or the dense
-        ``(m, n)`` block and ``None`` when ``k = n`` with no fixed support.
+    def candidates(self, alpha: torch.Tensor
+                   ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """``(cols, values, rows)``: each column's ``k`` largest ``alpha_i - C_ij``, decreasing.
+
+        On a fixed support: that support's scores, sorted, in one chunk.
         """
-        if self.support is not None:
-            return alpha[self.support] - self.support_cost, self.support
-        if self.k >= self.n:
-            return alpha.unsqueeze(0) - self.cost_t, None
-        blocks = [top_k_last(alpha.unsqueeze(0) - block, self.k)
-                  for block in self.cost_t.split(self.block_rows)]
-        if len(blocks) == 1:
-            return blocks[0]
-        return torch.cat([v for v, _ in blocks]), torch.cat([r for _, r in blocks])
+        if self.support is None:
+            yield from column_top_k_pass(self.cost, alpha, self.k, self.entries)
+            return
+        values, order = torch.sort(alpha[self.support] - self.support_cost, dim=1,
+                                   descending=True)
+        yield slice(0, self.m), values, torch.gather(self.support, 1, order)
 
-    def semi_dual(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, ColumnPlan,
-                                                     torch.Tensor]:
+    def _plan(self, alpha: torch.Tensor, beta: torch.Tensor, masses: torch.Tensor | None,
+              rows: torch.Tensor | None) -> ColumnPlan:
+        if self.every_row:
+            return ColumnPlan(None, None, alpha, beta, self.reg, self.cost)
+        return ColumnPlan(masses, rows, alpha, beta, self.reg, self.cost)
+
+    def semi_dual(self, alpha: torch.Tensor) -> Evaluation:
         """Semi-dual value, gradient ``a - T 1``, plan and column multipliers ``beta``.
 
-        ``beta_j = -reg * tau_j`` is the multiplier of ``1't_j = b_j`` in
-        ``F_j``, so ``t_j = [alpha + beta_j - c_j]_+ / reg`` on its support.
+        Column ``j``: ``t_j = P(s / reg)`` with ``s = alpha - c_j`` on its top-k
+        entries and ``P`` the projection onto the simplex of radius ``b_j``
+        (threshold ``tau_j``); ``F_j = <s, t_j> - (reg/2)||t_j||^2``.
+        ``beta_j = -reg * tau_j`` is the multiplier of ``1't_j = b_j``, so
+        ``t_j = [alpha + beta_j - c_j]_+ / reg`` on its support.
         """
-        values, rows = self.scores(alpha)
-        if rows is None:                                    # k = n: sort whole columns
-            values, rows = top_k_last(values, self.n)
-        elif self.support is not None:                      # fixed support: sort it
-            values, order = torch.sort(values, dim=1, descending=True)
-            rows = torch.gather(rows, 1, order)
-        masses, tau = project_sorted(values / self.reg, self.b)
-        conjugate = (values * masses).sum() - 0.5 * self.reg * (masses * masses).sum()
-        plan = ColumnPlan(masses, rows)
+        row_sums = torch.zeros_like(self.a)
+        beta = torch.empty_like(self.b)
+        keep = not self.every_row
+        masses_all = alpha.new_empty(self.m, self.k) if keep else None
+        rows_all = torch.empty(self.m, self.k, dtype=torch.long, device=alpha.device) \
+            if keep else None
+        conjugate = alpha.new_zeros(())
+        for cols, values, rows in self.candidates(alpha):
+            masses, tau = project_sorted(values / self.reg, self.b[cols])
+            conjugate = conjugate + (values * masses).sum() \
+                - 0.5 * self.reg * (masses * masses).sum()
+            row_sums.index_add_(0, rows.reshape(-1), masses.reshape(-1))
+            beta[cols] = -self.reg * tau
+            if keep:
+                masses_all[cols], rows_all[cols] = masses, rows
         value = alpha @ self.a - conjugate
-        return value, self.a - plan.row_sums(self.n), plan, -self.reg * tau
+        return Evaluation(value, self.a - row_sums,
+                          self._plan(alpha, beta, masses_all, rows_all), beta)
 
-    def dual(self, alpha: torch.Tensor, beta: torch.Tensor
-             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], ColumnPlan]:
-        """Dual value, gradients ``(a - T 1, b - T^T 1)`` and plan."""
-        values, rows = self.scores(alpha)
-        masses = (values + beta.unsqueeze(1)).clamp_min(0) / self.reg
-        conjugate = 0.5 * self.reg * (masses * masses).sum()
-        plan = ColumnPlan(masses, rows)
-        value = alpha @ self.a + beta @ self.b - conjugate
-        grads = (self.a - plan.row_sums(self.n), self.b - masses.sum(1))
-        return value, grads, plan
+    def dual(self, alpha: torch.Tensor, beta: torch.Tensor) -> Evaluation:
+        """Dual value, gradients ``(a - T 1, b - T^T 1)`` and plan.
+
+        ``t_j = [alpha + beta_j - c_j]_+ / reg`` on the top-k entries of
+        ``alpha - c_j`` (all entries when ``k >= n``: then no top-k, every
+        block contributes directly); conjugate ``(reg/2) sum ||t_j||^2``.
+        """
+        row_sums = torch.zeros_like(self.a)
+        col_sums = torch.zeros_like(self.b)
+        squares = alpha.new_zeros(())
+        if self.every_row:
+            masses_all = rows_all = None
+            for cols, rows, scores in column_blocks(self.cost, alpha, self.entries):
+                masses = (scores + beta[cols].unsqueeze(1)).clamp_min(0) / self.reg
+                squares = squares + (masses * masses).sum()
+                row_sums[rows] += masses.sum(0)
+                col_sums[cols] += masses.sum(1)
+        else:
+            masses_all = alpha.new_empty(self.m, self.k)
+            rows_all = torch.empty(self.m, self.k, dtype=torch.long, device=alpha.device)
+            for cols, values, rows in self.candidates(alpha):
+                masses = (values + beta[cols].unsqueeze(1)).clamp_min(0) / self.reg
+                squares = squares + (masses * masses).sum()
+                row_sums.index_add_(0, rows.reshape(-1), masses.reshape(-1))
+                col_sums[cols] = masses.sum(1)
+                masses_all[cols], rows_all[cols] = masses, rows
+        value = alpha @ self.a + beta @ self.b - 0.5 * self.reg * squares
+        return Evaluation(value, (self.a - row_sums, self.b - col_sums),
+                          self._plan(alpha, beta, masses_all, rows_all), beta)
 
 
 def marginal_criterion(x: object, value: float, grad: torch.Tensor | tuple) -> float:
@@ -187,30 +247,28 @@ def solve_column_dual(
     dtype, device = duals.a.dtype, duals.a.device
     if start is None:
         alpha0 = torch.zeros(duals.n, dtype=dtype, device=device)
-        beta0 = duals.semi_dual(alpha0)[3] if method == "dual" else None
+        beta0 = duals.semi_dual(alpha0).beta if method == "dual" else None
     else:
         alpha0, beta0 = start
     lipschitz = max(1.0, duals.k * duals.m / duals.n) / duals.reg
     if method == "semi-dual":
-        def value_and_grad(alpha):
-            value, grad, _, _ = duals.semi_dual(alpha)
-            return value, grad
+        def evaluate(x):
+            return duals.semi_dual(x)
         x0 = alpha0
     else:
-        def value_and_grad(x):
-            value, grads, _ = duals.dual(*x)
-            return value, grads
+        def evaluate(x):
+            return duals.dual(*x)
         x0 = (alpha0, beta0)
+
+    def value_and_grad(x):
+        evaluation = evaluate(x)
+        return evaluation.value, evaluation.grad
+
     out = maximize(value_and_grad, x0, marginal_criterion, tol=tol, max_iter=max_iter,
                    method=optimizer, lipschitz=lipschitz, verbose=verbose, desc=desc)
-    if method == "semi-dual":
-        value, _, plan, beta = duals.semi_dual(out.x)
-        alpha = out.x
-    else:
-        alpha, beta = out.x
-        value, _, plan = duals.dual(alpha, beta)
-    return DualSolution(plan, alpha, beta, float(value), out.status, out.n_iter,
-                        out.history)
+    final = evaluate(out.x)
+    return DualSolution(final.plan, final.plan.alpha, final.beta, float(final.value),
+                        out.status, out.n_iter, out.history)
 
 
 def check_common_options(reg: float, method: str, max_iter: int, tol: float, optimizer: str
@@ -254,9 +312,11 @@ def sparse(
     ----------
     a, b : (n,), (m,) arrays or None
         Source and target weights (nonnegative, equal totals); None: uniform.
-    C : (n, m) array
-        Cost matrix; numpy or torch.  The plan comes back as the same kind,
-        dtype and device.
+    C : (n, m) array or :class:`~certopt.ot.geometry.PointCloudCost`
+        Cost matrix, numpy or torch, or point clouds whose costs are computed
+        block by block (memory ``O((n + m) d)`` plus one block, besides the
+        returned plan).  The plan comes back as the same kind, dtype and
+        device (a point cloud's: that of ``x``).
     k : int >= 1
         Maximum number of nonzeros per column (``k >= n``: quadratic OT).
     reg : float > 0
@@ -308,7 +368,7 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
     abs_tol = tol * float(problem.a.sum())
     solution = solve_column_dual(duals, method, tol=abs_tol, max_iter=max_iter,
                                  optimizer=optimizer, verbose=verbose, desc=desc)
-    plan = solution.plan.dense(duals.n)
+    plan = solution.plan.dense()
     extra: dict[str, float] = {}
     n_iter, status = solution.n_iter, solution.status
     if repair:

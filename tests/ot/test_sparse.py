@@ -212,24 +212,6 @@ def test_cuda_matches_cpu():
     assert gpu.dual_value == pytest.approx(cpu.dual_value, rel=1e-8)
 
 
-def test_blocked_column_scan_equals_one_pass(monkeypatch):
-    import importlib
-
-    from certopt.ot.problem import TransportProblem
-
-    sparse_module = importlib.import_module("certopt.ot.sparse")   # the name is shadowed
-
-    a, b, C = point_cloud_problem(25, 40, seed=12)
-    problem = TransportProblem.from_inputs(a, b, C)
-    alpha = torch.tensor(np.random.default_rng(0).standard_normal(25))
-    one = sparse_module.ColumnDuals(problem, 3, 0.1)
-    monkeypatch.setattr(sparse_module, "CPU_BLOCK_SCORES", 7 * 25)    # blocks of 7 columns
-    blocked = sparse_module.ColumnDuals(problem, 3, 0.1)
-    assert blocked.block_rows == 7
-    for x, y in zip(one.scores(alpha), blocked.scores(alpha)):
-        assert torch.equal(x, y)
-
-
 @pytest.mark.parametrize("method", ["semi-dual", "dual"])
 def test_zero_weights_get_empty_rows_and_columns(method):
     a, b, C = point_cloud_problem(20, 20, seed=1)
