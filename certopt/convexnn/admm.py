@@ -5,42 +5,63 @@ Splitting, with u = (v, w) stacked as a (2, P, d) tensor:
     minimize   L(z) + lam sum_i ||s_i|| + 1_{>=0}(t)
     subject to z = F u,   s = u,   t = G u
 
-where F u = sum_i D_i X (v_i - w_i) and G u = (S_i X v_i, S_i X w_i).
-Scaled dual variables a (n), b (2, P, d), c (2, P, n); one iteration:
+where F u = sum_i D_i X (v_i - w_i) and G u = (S_i X v_i, S_i X w_i).  With
+scaled duals a (n), b (2, P, d), c (2, P, n) the iteration is written as a
+fixed-point map p -> T(p) on the points fed to the proximal steps,
+p = (z + a, s + b, t + c), from which everything else follows:
 
-1. u = (c_F F^T F + I + G^T G)^{-1} (c_F F^T e + (s - b) + G^T (t - c));
-2. z = prox_{L/rho}(F^ + a) (closed form / safeguarded Newton, batched);
-3. s = group soft-thresholding of u^ + b at lam / rho;
-4. t = (G^ + c)_+;
-5. a += F^ - z;  b += u^ - s;  c += G^ - t,
+1. prox: z = prox_{L/rho}(p_z), s = group soft-thresholding of p_s at lam / rho,
+   t = (p_t)_+, and the duals a = p_z - z, b = p_s - s, c = p_t - t;
+2. u = (c_F F^T F + I + G^T G)^{-1} (c_F F^T e + (s - b) + G^T (t - c));
+3. T(p) = (F^ + a, u^ + b, G^ + c) with the over-relaxed F^ = alpha F u + (1 -
+   alpha) z, u^ = alpha u + (1 - alpha) s, G^ = alpha G u + (1 - alpha) t
+   (Boyd et al. 2011, section 3.4.3; alpha = RELAXATION = 1.8).
 
-with the over-relaxed outputs F^ = alpha F u + (1 - alpha) z, u^ = alpha u +
-(1 - alpha) s, G^ = alpha G u + (1 - alpha) t (previous z, s, t; Boyd et al.
-2011, section 3.4.3; alpha = RELAXATION = 1.8 needs 1.5-1.8x fewer iterations
-than alpha = 1 on the benchmark and test problems).  a, b, c remain the scaled
-multipliers of z = F u, s = u, t = G u, so the certificate below is unchanged.
+This is exactly the (over-relaxed) scaled ADMM; a, b, c remain the scaled
+multipliers of z = F u, s = u, t = G u.  For the squared loss there is no z:
+the loss is folded into step 2 with c_F = 1/(n rho) and e = y (the seed
+paper's form); otherwise c_F = 1 and e = z - a.
 
-For the squared loss there is no z: the loss is folded into step 1 with
-c_F = 1/(n rho) and e = y (the seed paper's form); otherwise c_F = 1 and
-e = z - a.  The u-system is solved through the Woodbury identity: with
-K = I + X^T X, G^T G is block diagonal with blocks X^T X, and
+Anderson acceleration (``options.anderson_memory`` > 0, default
+ANDERSON_MEMORY): the next point is the safeguarded type-II Anderson
+extrapolation of p from the last m pairs (p, T(p)) (:mod:`certopt.core.anderson`);
+an extrapolated point is kept only when its fixed-point residual
+||T(p) - p|| did not grow, so the iteration falls back to plain ADMM steps
+where extrapolation does not help.
 
-    F (I + G^T G)^{-1} F^T = 2 (X K^{-1} X^T) o (D^T D)      (n x n),
+Adaptive rho (``options.adaptive_rho``): at a residual check, when the
+relative primal and dual residuals differ by more than RHO_IMBALANCE, rho is
+multiplied by sqrt(primal / dual) (the OSQP rule), at most once every
+RHO_MIN_INTERVAL iterations; the scaled duals are rescaled by rho_old /
+rho_new (so z, s, t and the unscaled multipliers are unchanged) and the
+Anderson memory is cleared.  For the squared loss this refactors the u-system.
 
-so one d x d inverse and one n x n Cholesky factor are computed up front
-; every iteration
-is then four batched (2P x n) by (n x d) products and one n x n solve.
+The u-system (step 2), two solvers (``options.linear_solver``):
+
+* ``"direct"``: the Woodbury identity.  With K = I + X^T X, G^T G is block
+  diagonal with blocks X^T X, and F (I + G^T G)^{-1} F^T = 2 (X K^{-1} X^T) o
+  (D^T D) (n x n), so one d x d inverse and the inverse of the n x n matrix
+  I + c_F F (I + G^T G)^{-1} F^T are computed up front (and again when rho
+  changes c_F); every iteration is then a few batched (P x n) by (n x d)
+  products and one n x n matrix-vector product.
+* ``"cg"``: matrix free, for large n (no n x n matrix): preconditioned
+  conjugate gradients on the (2, P, d) system, warm started from the previous
+  u, with the block-diagonal preconditioner (K + c_F X^T D_i X)^{-1} (P d x d
+  blocks), to relative residual CG_TOL_PER_TOL * tol (clipped to [1e-12, 1e-6]).
+* ``"auto"`` (default): direct for n <= DIRECT_MAX_SAMPLES, else cg.
 
 The data are rescaled internally by sigma = ||X||_2 (X -> X/sigma, lam ->
 lam/sigma, u -> sigma u: the same program) so the three constraint blocks are
-balanced.  Stopping (checked every ``check_every`` iterations): primal residual
+balanced.  Stopping (checked every CHECK_EVERY iterations, on the plain image
+T(p) of the current point): primal residual
 ||(F u - z, u - s, G u - t)|| <= tol max(||(F u, u, G u)||, ||(z, s, t)||)
-and dual residual rho ||F^T dz + ds + G^T dt|| <= tol rho max(||F^T a||, ||b||, ||G^T c||)
-(the sum F^T a + b + G^T c vanishes at every iterate, so its parts give the scale).
-rho is fixed (residual balancing was tried and slowed convergence on the
-test problems).  The returned point is s (exactly group sparse),
-certified by :func:`certopt.convexnn.certificate.certify` with the cone
-multipliers mu = -rho c_v, nu = -rho c_w.
+and dual residual rho ||F^T dz + ds + G^T dt|| <= tol rho max(||F^T a||, ||b||, ||G^T c||),
+where u is the u-step from p, (z, s, t, a, b, c) the prox outputs at T(p)
+and d(.) their change from those at p (the sum F^T a + b + G^T c vanishes
+at every plain iterate, so its parts give the scale).  The returned point is s
+of T(p) (exactly group sparse), certified by
+:func:`certopt.convexnn.certificate.certify` with the cone multipliers
+mu = -rho c_v, nu = -rho c_w (rho the current penalty).
 """
 
 from __future__ import annotations
@@ -54,113 +75,34 @@ import torch
 from certopt.convexnn.certificate import certify
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
-from certopt.core.errors import ConvergenceWarning
+from certopt.core.anderson import AndersonAccelerator
+from certopt.core.errors import ConvergenceWarning, InputValueError
 from certopt.core.progress import progress
 from certopt.core.result import Status
 
 CHECK_EVERY = 10
 """Iterations between residual checks (each check costs about one iteration)."""
 
-class _Operators:
-    """F, G and their adjoints on the rescaled data; the u-system solve."""
-
-    def __init__(self, X: torch.Tensor, D: torch.Tensor):
-        self.X, self.D, self.S = X, D, 2.0 * D - 1.0
-        eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-        self.K_inv = torch.cholesky_inverse(torch.linalg.cholesky(eye + X.T @ X))
-        gram = (X @ self.K_inv @ X.T) * (D.T @ D)
-        self.coupling = 2.0 * gram  # F (I + G^T G)^{-1} F^T
-        self.weight = math.nan
-        self.factor: torch.Tensor | None = None
-
-    def set_weight(self, weight: float) -> None:
-        """Factor I + weight * F (I + G^T G)^{-1} F^T for the system with c_F = weight."""
-        eye = torch.eye(self.coupling.shape[0], dtype=self.X.dtype, device=self.X.device)
-        self.factor = torch.linalg.cholesky(eye + weight * self.coupling)
-        self.weight = weight
-
-    def forward(self, XU: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(F u, G u) from XU = u X^T of shape (2, P, n)."""
-        return (self.D * (XU[0] - XU[1])).sum(dim=0), self.S * XU
-
-    def adjoint(self, e: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
-        """F^T e + G^T q, shape (2, P, d) (e may be None: G^T q only)."""
-        blocks = self.S * q
-        if e is not None:
-            blocks = blocks + torch.stack([self.D * e, -self.D * e])
-        return blocks @ self.X
-
-    def solve(self, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """u = (weight F^T F + I + G^T G)^{-1} rhs by Woodbury; returns (u, u X^T)."""
-        u = rhs @ self.K_inv
-        XU = u @ self.X.T
-        Fu, _ = self.forward(XU)
-        e = torch.cholesky_solve(Fu[:, None], self.factor)[:, 0]
-        correction = ((self.D * e) @ self.X) @ self.K_inv  # (P, d)
-        shift = self.weight * torch.stack([correction, -correction])
-        return u - shift, XU - shift @ self.X.T
-
-class _FoldedSquared:
-    """The squared loss inside the u-system: no z, c_F = 1/(n rho), e = y."""
-
-    def __init__(self, y: torch.Tensor):
-        self.y = y
-        self.dual = torch.zeros_like(y)
-
-    def weight(self, rho: float) -> float:
-        return 1.0 / (self.y.shape[0] * rho)
-
-    def target(self) -> torch.Tensor:
-        return self.y
-
-    def update(self, Fu: torch.Tensor, rho: float, alpha: float) -> None:
-        self.dual = (Fu - self.y) / self.y.shape[0]  # gradient of L at F u
-
-    def primal_terms(self, Fu: torch.Tensor) -> tuple[float, float, float]:
-        return 0.0, 0.0, 0.0
-
-    def dual_terms(self) -> tuple[None, None]:
-        return None, None
-
-    def multiplier(self, rho: float) -> torch.Tensor:
-        return self.dual
-
-class _SplitLoss:
-    """A general loss through z = F u: prox step on z, scaled dual a."""
-
-    def __init__(self, problem: ConvexReLUProblem):
-        self.loss, self.y = problem.loss, problem.y
-        self.z = torch.zeros_like(problem.y)
-        self.a = torch.zeros_like(problem.y)
-        self.z_change = torch.zeros_like(problem.y)
-
-    def weight(self, rho: float) -> float:
-        return 1.0
-
-    def target(self) -> torch.Tensor:
-        return self.z - self.a
-
-    def update(self, Fu: torch.Tensor, rho: float, alpha: float) -> None:
-        Fu_relaxed = alpha * Fu + (1.0 - alpha) * self.z
-        z_new = self.loss.prox(Fu_relaxed + self.a, self.y, rho)
-        self.z_change = z_new - self.z
-        self.z = z_new
-        self.a = self.a + Fu_relaxed - z_new
-
-    def primal_terms(self, Fu: torch.Tensor) -> tuple[float, float, float]:
-        """(||F u - z||^2, ||F u||^2, ||z||^2)."""
-        return (float(((Fu - self.z) ** 2).sum()), float((Fu ** 2).sum()),
-                float((self.z ** 2).sum()))
-
-    def dual_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(change of z, scaled dual a) for the dual residual and its scale."""
-        return self.z_change, self.a
-
-    def multiplier(self, rho: float) -> torch.Tensor:
-        return rho * self.a
-
 RELAXATION = 1.8
 """Over-relaxation parameter alpha in (0, 2) (Boyd et al. 2011, section 3.4.3)."""
+
+ANDERSON_MEMORY = 10
+"""Default memory of the Anderson acceleration (0 turns it off)."""
+
+RHO_IMBALANCE = 10.0
+"""Adapt rho when the relative residuals differ by more than this factor."""
+
+RHO_MIN_INTERVAL = 100
+"""Iterations between two changes of rho."""
+
+DIRECT_MAX_SAMPLES = 8000
+"""``linear_solver="auto"`` uses the direct (n x n) solve up to this n, CG above."""
+
+CG_TOL_PER_TOL = 1e-2
+"""Relative residual of the CG u-solve, as a multiple of the ADMM tolerance."""
+
+RHO_PER_LAM = {"squared": 1.0, "logistic": 1.0, "hinge": 0.1}
+"""Default rho / lam per loss (best of 0.1, 1, 10 on the tests' and benchmark's data)."""
 
 
 def group_shrink(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -168,13 +110,243 @@ def group_shrink(x: torch.Tensor, threshold: float) -> torch.Tensor:
     norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     return x * torch.relu(1.0 - threshold / norms.clamp(min=1e-300))
 
-RHO_PER_LAM = {"squared": 1.0, "logistic": 1.0, "hinge": 0.1}
-"""Default rho / lam per loss (best of 0.1, 1, 10 on the tests' and benchmark's data)."""
-
 
 def default_rho(problem: ConvexReLUProblem) -> float:
     """The default penalty rho = RHO_PER_LAM[loss] * lam."""
     return RHO_PER_LAM.get(problem.loss.name, 1.0) * problem.lam
+
+
+class _Operators:
+    """F, G and their adjoints on the rescaled data."""
+
+    def __init__(self, X: torch.Tensor, D: torch.Tensor):
+        self.X, self.D, self.S = X, D, 2.0 * D - 1.0
+        eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+        self.K = eye + X.T @ X  # I + X^T X: the blocks of I + G^T G
+
+    def forward(self, XU: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F u, G u) from XU = u X^T of shape (2, P, n)."""
+        return self.apply_F(XU[0] - XU[1]), self.S * XU
+
+    def apply_F(self, XW: torch.Tensor) -> torch.Tensor:
+        """F u = sum_i D_i X (v_i - w_i) from XW = (v - w) X^T, shape (P, n)."""
+        return (self.D * XW).sum(dim=0)
+
+    def apply_Ft(self, e: torch.Tensor) -> torch.Tensor:
+        """F^T e, shape (2, P, d)."""
+        half = (self.D * e) @ self.X
+        return torch.stack([half, -half])
+
+    def adjoint(self, e: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
+        """F^T e + G^T q, shape (2, P, d) (e may be None: G^T q only)."""
+        blocks = self.S * q
+        if e is not None:
+            De = self.D * e
+            blocks = torch.stack([blocks[0] + De, blocks[1] - De])
+        return blocks @ self.X
+
+
+class _DirectSolve:
+    """u = (c_F F^T F + I + G^T G)^{-1} rhs by Woodbury with an n x n inverse."""
+
+    def __init__(self, ops: _Operators):
+        self.ops = ops
+        self.K_inv = torch.cholesky_inverse(torch.linalg.cholesky(ops.K))
+        X = ops.X
+        self.coupling = 2.0 * (X @ self.K_inv @ X.T) * (ops.D.T @ ops.D)  # F (I+G^TG)^{-1} F^T
+        self.weight = math.nan
+        self.inverse: torch.Tensor | None = None
+
+    def set_weight(self, weight: float) -> None:
+        """Invert I + weight * F (I + G^T G)^{-1} F^T for the system with c_F = weight."""
+        eye = torch.eye(self.coupling.shape[0], dtype=self.coupling.dtype,
+                        device=self.coupling.device)
+        self.inverse = torch.cholesky_inverse(torch.linalg.cholesky(eye + weight * self.coupling))
+        self.weight = weight
+
+    def solve(self, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, u X^T) for the current weight."""
+        ops = self.ops
+        u = rhs @ self.K_inv
+        e = self.inverse @ ops.apply_F((u[0] - u[1]) @ ops.X.T)
+        correction = ((ops.D * e) @ ops.X) @ self.K_inv  # (P, d)
+        u = u - self.weight * torch.stack([correction, -correction])
+        return u, u @ ops.X.T
+
+
+class _ConjugateGradientSolve:
+    """The same system by block-preconditioned CG, warm started; no n x n matrix."""
+
+    def __init__(self, ops: _Operators, tol: float, max_steps: int = 500):
+        self.ops, self.tol, self.max_steps = ops, tol, max_steps
+        X, D = ops.X, ops.D
+        self.XtDX = torch.einsum("pn,nd,ne->pde", D, X, X)  # X^T D_i X, (P, d, d)
+        self.weight = math.nan
+        self.preconditioner: torch.Tensor | None = None
+        self.u: torch.Tensor | None = None
+        self.steps = 0
+
+    def set_weight(self, weight: float) -> None:
+        blocks = self.ops.K + weight * self.XtDX
+        self.preconditioner = torch.cholesky_inverse(torch.linalg.cholesky(blocks))
+        self.weight = weight
+
+    def _apply(self, u: torch.Tensor) -> torch.Tensor:
+        ops = self.ops
+        Fu = ops.apply_F((u[0] - u[1]) @ ops.X.T)
+        return u @ ops.K + self.weight * ops.apply_Ft(Fu)
+
+    def _precondition(self, r: torch.Tensor) -> torch.Tensor:
+        return (r.unsqueeze(-2) @ self.preconditioner).squeeze(-2)
+
+    def solve(self, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, u X^T) with ||rhs - M u|| <= tol ||rhs|| (or after max_steps steps)."""
+        u = self._precondition(rhs) if self.u is None else self.u
+        r = rhs - self._apply(u)
+        threshold = self.tol * float(torch.linalg.vector_norm(rhs))
+        z = self._precondition(r)
+        direction, rz = z, float((r * z).sum())
+        for _ in range(self.max_steps):
+            if float(torch.linalg.vector_norm(r)) <= threshold:
+                break
+            image = self._apply(direction)
+            step = rz / float((direction * image).sum())
+            u = u + step * direction
+            r = r - step * image
+            z = self._precondition(r)
+            rz, rz_old = float((r * z).sum()), rz
+            direction = z + (rz / rz_old) * direction
+            self.steps += 1
+        self.u = u
+        return u, u @ self.ops.X.T
+
+
+def _linear_solver(ops: _Operators, options: SolverOptions
+                   ) -> _DirectSolve | _ConjugateGradientSolve:
+    """The u-solver named by ``options.linear_solver`` ("auto": by the size of n)."""
+    choice = options.linear_solver
+    if choice == "auto":
+        choice = "direct" if ops.X.shape[0] <= DIRECT_MAX_SAMPLES else "cg"
+    if choice == "direct":
+        return _DirectSolve(ops)
+    if choice == "cg":
+        return _ConjugateGradientSolve(ops, min(max(CG_TOL_PER_TOL * options.tol, 1e-12), 1e-6))
+    raise InputValueError(
+        f"linear_solver: expected 'auto', 'direct' or 'cg', got {options.linear_solver!r}"
+    )
+
+
+class _FoldedSquared:
+    """The squared loss inside the u-system: no z (an empty part of p), c_F = 1/(n rho)."""
+
+    def __init__(self, y: torch.Tensor):
+        self.y = y
+        self.size = 0
+
+    def weight(self, rho: float) -> float:
+        return 1.0 / (self.y.shape[0] * rho)
+
+    def prox(self, p_z: torch.Tensor, rho: float) -> torch.Tensor:
+        return p_z
+
+    def target(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.y
+
+    def lift(self, Fu: torch.Tensor) -> torch.Tensor:
+        """The z-part of A u (empty: z is not a variable)."""
+        return Fu[:0]
+
+    def multiplier(self, a: torch.Tensor, Fu: torch.Tensor, rho: float) -> torch.Tensor:
+        return (Fu - self.y) / self.y.shape[0]  # gradient of L at F u
+
+
+class _SplitLoss:
+    """A general loss through z = F u: prox step on z, scaled dual a."""
+
+    def __init__(self, problem: ConvexReLUProblem):
+        self.loss, self.y = problem.loss, problem.y
+        self.size = problem.n_samples
+
+    def weight(self, rho: float) -> float:
+        return 1.0
+
+    def prox(self, p_z: torch.Tensor, rho: float) -> torch.Tensor:
+        return self.loss.prox(p_z, self.y, rho)
+
+    def target(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return z - a
+
+    def lift(self, Fu: torch.Tensor) -> torch.Tensor:
+        return Fu
+
+    def multiplier(self, a: torch.Tensor, Fu: torch.Tensor, rho: float) -> torch.Tensor:
+        return rho * a
+
+
+class _FixedPointMap:
+    """p -> T(p) of the over-relaxed ADMM (steps 1-3 of the module docstring)."""
+
+    def __init__(self, problem: ConvexReLUProblem, options: SolverOptions, sigma: float):
+        self.ops = _Operators(problem.X / sigma, problem.D)
+        self.solver = _linear_solver(self.ops, options)
+        self.block = (_FoldedSquared(problem.y) if problem.loss.name == "squared"
+                      else _SplitLoss(problem))
+        self.lam = problem.lam / sigma
+        P, n, d = problem.n_patterns, problem.n_samples, problem.n_features
+        self.shapes = ((self.block.size,), (2, P, d), (2, P, n))
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+        self.rho = math.nan
+
+    def set_rho(self, rho: float) -> None:
+        self.rho = rho
+        self.solver.set_weight(self.block.weight(rho))
+
+    def split(self, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The views (p_z, p_s, p_t) of the flat p."""
+        return tuple(part.view(shape) for part, shape in zip(p.split(self.sizes), self.shapes))
+
+    def prox(self, p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """((z, s, t), (a, b, c)) at p."""
+        p_z, p_s, p_t = self.split(p)
+        primal = (self.block.prox(p_z, self.rho), group_shrink(p_s, self.lam / self.rho),
+                  torch.relu(p_t))
+        return primal, tuple(q - x for q, x in zip((p_z, p_s, p_t), primal))
+
+    def u_step(self, primal: tuple[torch.Tensor, ...], duals: tuple[torch.Tensor, ...]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, F u, G u) of step 2."""
+        (z, s, t), (a, b, c) = primal, duals
+        weight = self.solver.weight
+        rhs = self.ops.adjoint(weight * self.block.target(z, a), t - c) + (s - b)
+        u, XU = self.solver.solve(rhs)
+        Fu, Gu = self.ops.forward(XU)
+        return u, Fu, Gu
+
+    def image(self, lifted: tuple[torch.Tensor, ...], primal: tuple[torch.Tensor, ...],
+              duals: tuple[torch.Tensor, ...], alpha: float) -> torch.Tensor:
+        """Step 3: the flat T(p) from A u = lifted and the prox outputs at p."""
+        return torch.cat([(alpha * m + (1.0 - alpha) * x + y).reshape(-1)
+                          for m, x, y in zip(lifted, primal, duals)])
+
+    def lift(self, u: torch.Tensor, Fu: torch.Tensor, Gu: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.block.lift(Fu), u, Gu
+
+    def dual_norms(self, dz: torch.Tensor, ds: torch.Tensor, dt: torch.Tensor,
+                   a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[float, float]:
+        """(||F^T dz + ds + G^T dt||, max(||F^T a||, ||b||, ||G^T c||))."""
+        ops = self.ops
+        folded = self.block.size == 0
+        change = ops.adjoint(None if folded else dz, dt) + ds
+        parts = [float(torch.linalg.vector_norm(ops.adjoint(None, c))),
+                 float(torch.linalg.vector_norm(b))]
+        if not folded:
+            parts.append(float(torch.linalg.vector_norm(ops.apply_Ft(a))))
+        return float(torch.linalg.vector_norm(change)), max(parts)
+
+
+def _squared_norm(parts: tuple[torch.Tensor, ...]) -> float:
+    return float(sum((x ** 2).sum() for x in parts))
+
 
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
     """Run the ADMM on ``problem`` (on its device) and certify the answer.
@@ -182,62 +354,69 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     Returns a :class:`ConvexNNResult` with status OPTIMAL when the residual
     test passed, MAX_ITER (plus a :class:`ConvergenceWarning`) when
     ``options.max_iter`` ran out first, NUMERICAL if the iterates blew up.
+    The history holds, per residual check, the residuals, the objective G of
+    s and rho.
     """
     start = time.perf_counter()
     sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
-    X, D, lam = problem.X / sigma, problem.D, problem.lam / sigma
-    ops = _Operators(X, D)
-    block = _FoldedSquared(problem.y) if problem.loss.name == "squared" else _SplitLoss(problem)
-    rho = float(options.rho) if options.rho is not None else default_rho(problem)
-    ops.set_weight(block.weight(rho))
+    T = _FixedPointMap(problem, options, sigma)
+    T.set_rho(float(options.rho) if options.rho is not None else default_rho(problem))
     alpha = RELAXATION
-
-    P, n, d = problem.n_patterns, problem.n_samples, problem.n_features
-    like = {"dtype": X.dtype, "device": X.device}
-    u, s, b = (torch.zeros(2, P, d, **like) for _ in range(3))
-    t, c = (torch.zeros(2, P, n, **like) for _ in range(2))
-    status, n_iter = Status.MAX_ITER, 0
+    memory = int(options.anderson_memory)
+    accelerator = AndersonAccelerator(memory) if memory > 0 else None
+    like = {"dtype": problem.X.dtype, "device": problem.X.device}
+    p = torch.zeros(sum(T.sizes), **like)
+    status, n_iter, last_rho_change = Status.MAX_ITER, 0, 0
+    primal_rel = dual_rel = math.inf
     history: dict[str, list[float]] = {"primal_residual": [], "dual_residual": [],
-                                       "objective": []}
+                                       "relative_primal_residual": [],
+                                       "relative_dual_residual": [], "objective": [], "rho": []}
     with progress(options.max_iter, options.verbose, desc="admm") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
-            rhs = ops.adjoint(block.weight(rho) * block.target(), t - c) + (s - b)
-            u, XU = ops.solve(rhs)
-            Fu, Gu = ops.forward(XU)
-            block.update(Fu, rho, alpha)
-            u_relaxed = alpha * u + (1.0 - alpha) * s
-            Gu_relaxed = alpha * Gu + (1.0 - alpha) * t
-            s_new = group_shrink(u_relaxed + b, lam / rho)
-            t_new = torch.relu(Gu_relaxed + c)
-            b = b + u_relaxed - s_new
-            c = c + Gu_relaxed - t_new
-            s_change, t_change, s, t = s_new - s, t_new - t, s_new, t_new
+            primal, duals = T.prox(p)
+            u, Fu, Gu = T.u_step(primal, duals)
+            lifted = T.lift(u, Fu, Gu)
+            p_next = T.image(lifted, primal, duals, alpha)
             if it % CHECK_EVERY and it != options.max_iter:
+                p = accelerator.step(p, p_next) if accelerator is not None else p_next
                 bar.update(1)
                 continue
-            loss_gap, loss_Au, loss_z = block.primal_terms(Fu)
-            primal = math.sqrt(loss_gap + float(((u - s) ** 2).sum() + ((Gu - t) ** 2).sum()))
-            primal_scale = math.sqrt(max(loss_Au + float((u ** 2).sum() + (Gu ** 2).sum()),
-                                         loss_z + float((s ** 2).sum() + (t ** 2).sum())))
-            z_change, a = block.dual_terms()
-            dual = rho * float(torch.linalg.vector_norm(ops.adjoint(z_change, t_change)
-                                                        + s_change))
-            dual_scale = rho * max(float(torch.linalg.vector_norm(ops.adjoint(a, c * 0.0))),
-                                   float(torch.linalg.vector_norm(ops.adjoint(None, c))),
-                                   float(torch.linalg.vector_norm(b)))
-            history["primal_residual"].append(primal)
-            history["dual_residual"].append(dual)
-            history["objective"].append(problem.convex_objective(s[0] / sigma, s[1] / sigma))
-            bar.update(1, primal=primal, dual=dual)
-            if not (math.isfinite(primal) and math.isfinite(dual)):
+            new_primal, new_duals = T.prox(p_next)
+            gap = tuple(m - x for m, x in zip(lifted, new_primal))
+            primal_res = math.sqrt(_squared_norm(gap))
+            primal_scale = math.sqrt(max(_squared_norm(lifted), _squared_norm(new_primal)))
+            changes = [x - x_old for x, x_old in zip(new_primal, primal)]
+            change_norm, dual_size = T.dual_norms(*changes, *new_duals)
+            dual_res, dual_scale = T.rho * change_norm, T.rho * dual_size
+            history["primal_residual"].append(primal_res)
+            history["dual_residual"].append(dual_res)
+            history["objective"].append(problem.convex_objective(new_primal[1][0] / sigma,
+                                                                 new_primal[1][1] / sigma))
+            history["rho"].append(T.rho)
+            bar.update(1, primal=primal_res, dual=dual_res)
+            if not (math.isfinite(primal_res) and math.isfinite(dual_res)):
                 status = Status.NUMERICAL
                 break
-            primal_rel = primal / max(primal_scale, 1e-300)
-            dual_rel = dual / max(dual_scale, 1e-300)
-            if primal_rel <= options.tol and dual_rel <= options.tol:
-                status = Status.OPTIMAL
+            primal_rel = primal_res / max(primal_scale, 1e-300)
+            dual_rel = dual_res / max(dual_scale, 1e-300)
+            history["relative_primal_residual"].append(primal_rel)
+            history["relative_dual_residual"].append(dual_rel)
+            if (primal_rel <= options.tol and dual_rel <= options.tol) or it == options.max_iter:
+                if primal_rel <= options.tol and dual_rel <= options.tol:
+                    status = Status.OPTIMAL
                 break
+            imbalance = math.sqrt(primal_rel / max(dual_rel, 1e-300))
+            if (options.adaptive_rho and it - last_rho_change >= RHO_MIN_INTERVAL
+                    and not 1.0 / RHO_IMBALANCE <= imbalance ** 2 <= RHO_IMBALANCE):
+                # keep z, s, t and the unscaled multipliers: scaled duals times rho_old/rho_new
+                p_next = torch.cat([(x + y / imbalance).reshape(-1)
+                                    for x, y in zip(new_primal, new_duals)])
+                T.set_rho(T.rho * imbalance)
+                last_rho_change = it
+                if accelerator is not None:
+                    accelerator.reset()
+            p = accelerator.step(p, p_next) if accelerator is not None else p_next
     if status is Status.MAX_ITER:
         warnings.warn(
             f"admm: stopped at max_iter={options.max_iter} before reaching tol={options.tol} "
@@ -246,10 +425,13 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
         )
     elif status is Status.NUMERICAL:
         warnings.warn("admm: the iterates are not finite", ConvergenceWarning, stacklevel=2)
+    (_, s, _), (a, _, c) = new_primal, new_duals
     v, w = s[0] / sigma, s[1] / sigma
-    duals = [block.multiplier(rho), problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
+    rho = T.rho
+    duals_l = [T.block.multiplier(a, Fu, rho),
+               problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
     return certify(
-        problem, v, w, duals=duals, mu=-rho * c[0], nu=-rho * c[1], status=status,
+        problem, v, w, duals=duals_l, mu=-rho * c[0], nu=-rho * c[1], status=status,
         n_iter=n_iter, solve_time=time.perf_counter() - start, solver="admm",
         residuals={"primal": history["primal_residual"][-1],
                    "dual": history["dual_residual"][-1]},
