@@ -27,6 +27,7 @@ fits in one block (``n`` or ``m`` up to ``2**18`` on CPU) no merge happens.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -60,7 +61,7 @@ def tile_plan(kept: int, reduced: int, entries: int) -> Iterator[tuple[slice, li
 
 
 def logsumexp_pass(cost: CostGeometry, potential: torch.Tensor, reg: float, dim: int,
-                   entries: int | None = None) -> torch.Tensor:
+                   entries: int | None = None, compiled: bool = False) -> torch.Tensor:
     """Log-sum-exp of ``(potential - C) / reg`` along ``dim`` of ``C``, streamed.
 
     ``dim = 1``: ``out_i = log sum_j exp((potential_j - C_ij) / reg)``
@@ -69,7 +70,10 @@ def logsumexp_pass(cost: CostGeometry, potential: torch.Tensor, reg: float, dim:
     (``potential`` length ``n``, ``out`` length ``m``).  Entries of
     ``potential`` may be ``-inf`` (zero weights); an all ``-inf`` sum is ``-inf``.
     Equal to ``torch.logsumexp`` of the materialised matrix up to round-off.
+    ``compiled=True`` runs each block through :data:`fused_block_logsumexp`
+    (``torch.compile``: one fused loop per block, no ``z`` temporary).
     """
+    kernel = fused_block_logsumexp if compiled else block_logsumexp
     n, m = cost.shape
     entries = block_entries(cost.device) if entries is None else entries
     kept_size, reduced_size = (n, m) if dim == 1 else (m, n)
@@ -77,19 +81,68 @@ def logsumexp_pass(cost: CostGeometry, potential: torch.Tensor, reg: float, dim:
     for kept, reduced_chunks in tile_plan(kept_size, reduced_size, entries):
         run_max = run_sum = None
         for reduced in reduced_chunks:
-            if dim == 1:
-                scores = (potential[reduced].unsqueeze(0) - cost.block(kept, reduced)) / reg
-            else:
-                scores = (potential[reduced].unsqueeze(1) - cost.block(reduced, kept)) / reg
-            block_max = scores.amax(dim)
-            new_max = block_max if run_max is None else torch.maximum(run_max, block_max)
-            shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-            block_sum = torch.exp(scores - shift.unsqueeze(dim)).sum(dim)
-            run_sum = block_sum if run_sum is None else (
-                run_sum * torch.exp(run_max - shift) + block_sum)
+            block = cost.block(kept, reduced) if dim == 1 else cost.block(reduced, kept)
+            block_max, block_sum = kernel(potential[reduced], block, reg, dim)
+            if run_max is None:
+                run_max, run_sum = block_max, block_sum
+                continue
+            new_max = torch.maximum(run_max, block_max)
+            run_sum = (run_sum * torch.exp(_finite_shift(run_max, new_max))
+                       + block_sum * torch.exp(_finite_shift(block_max, new_max)))
             run_max = new_max
-        out[kept] = torch.log(run_sum) + shift
+        out[kept] = torch.log(run_sum) + torch.where(torch.isfinite(run_max), run_max,
+                                                     torch.zeros_like(run_max))
     return out
+
+
+def block_logsumexp(potential: torch.Tensor, block: torch.Tensor, reg: float, dim: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One block's ``(M_b, S_b)``: the maximum of ``z = (potential - block) / reg``
+    along ``dim`` and ``sum exp(z - M_b)`` (``M_b = -inf``: shift 0, sum 0)."""
+    scores = (potential.unsqueeze(1 - dim) - block) / reg
+    block_max = scores.amax(dim)
+    shift = torch.where(torch.isfinite(block_max), block_max, torch.zeros_like(block_max))
+    return block_max, torch.exp(scores - shift.unsqueeze(dim)).sum(dim)
+
+
+class CompiledKernel:
+    """``torch.compile(kernel, dynamic=True)`` on first call, the eager ``kernel`` if that fails.
+
+    Compiling needs a working backend (on CPU, inductor needs a C++
+    compiler); any failure, at compile time or on a later shape, is reported
+    once as a :class:`RuntimeWarning` and the eager kernel (same arithmetic)
+    is used from then on.
+    """
+
+    def __init__(self, kernel: Callable):
+        self.kernel = kernel
+        self.compiled: Callable | None = None
+        self.failed = False
+
+    def __call__(self, *args):
+        if self.failed:
+            return self.kernel(*args)
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.kernel, dynamic=True)
+            return self.compiled(*args)
+        except Exception as exc:   # noqa: BLE001 (backends fail in many ways; eager is exact)
+            self.failed = True
+            warnings.warn(f"torch.compile of {self.kernel.__name__} failed "
+                          f"({type(exc).__name__}: {str(exc)[:200]}); using the eager kernel",
+                          RuntimeWarning, stacklevel=2)
+            return self.kernel(*args)
+
+
+fused_block_logsumexp = CompiledKernel(block_logsumexp)
+""":func:`block_logsumexp` compiled: about 1.5x faster per Sinkhorn iteration on one CPU
+thread at n = 2000 (after a one-off compile of about 10 s); see ``benchmarks/ot_sparse.py``."""
+
+
+def _finite_shift(old_max: torch.Tensor, new_max: torch.Tensor) -> torch.Tensor:
+    """``old_max - new_max`` with ``-inf - (-inf) = -inf`` (an empty part weighs 0)."""
+    return torch.where(torch.isfinite(old_max), old_max - new_max,
+                       torch.full_like(old_max, -torch.inf))
 
 
 def merge_top_k(best: tuple[torch.Tensor, torch.Tensor] | None, scores: torch.Tensor,

@@ -86,11 +86,17 @@ SOLVES = [
 ]
 
 
-@pytest.mark.parametrize(("solver", "data", "kwargs"), SOLVES)
-@pytest.mark.parametrize("entries", [10**6, 37])
-def test_solvers_on_point_clouds_equal_the_dense_cost(solver, data, kwargs, entries,
-                                                       monkeypatch):
-    monkeypatch.setattr(streaming, "CPU_BLOCK_ENTRIES", entries)   # 37: blocks split rows
+# one block, and blocks of 10 entries (reductions split across blocks: online
+# log-sum-exp, running top-k); quadratic OT's thousands of evaluations only in
+# one block (its split evaluations are checked in test_streaming.py)
+BLOCKINGS = [(10**6, solve) for solve in SOLVES] + [
+    (10, solve) for solve in SOLVES if solve[0] is not cot.quadratic]
+
+
+@pytest.mark.parametrize(("entries", "solve"), BLOCKINGS)
+def test_solvers_on_point_clouds_equal_the_dense_cost(entries, solve, monkeypatch):
+    solver, data, kwargs = solve
+    monkeypatch.setattr(streaming, "CPU_BLOCK_ENTRIES", entries)
     n, m, uniform, seed = data
     x, y, a, b = _clouds(n, m, seed=seed)
     if uniform:
