@@ -32,7 +32,7 @@ from certopt.core.errors import ConvergenceWarning, InputTypeError, InputValueEr
 from certopt.core.result import Status
 from certopt.sdp.baselines import attack_lower_bound, naive_bound
 from certopt.sdp.compiler import compile_network
-from certopt.sdp.program import Program, SlopeRestricted
+from certopt.sdp.program import Program
 from certopt.sdp.reference import solve_lipsdp
 from certopt.sdp.result import LipschitzResult, SDPSolution
 from certopt.sdp.rules import groupsort_candidates, groupsort_encoding
@@ -61,8 +61,7 @@ def _first_order(program: Program, norm: str, solver: str | None = None, *,
 
 def _auto(program: Program, norm: str, solver: str | None = None, **options: Any
           ) -> SDPSolution:
-    slope_only = all(isinstance(stage.qc, SlopeRestricted) for stage in program.stages)
-    if program.state_dim <= AUTO_STATE_DIM or not slope_only:
+    if program.state_dim <= AUTO_STATE_DIM:
         return solve_lipsdp(program, norm, solver, **options)
     return _first_order(program, norm, solver, **options)
 

@@ -233,13 +233,9 @@ class GroupSortQC(QuadraticConstraint):
 
 
 def groupsort_candidates(net: torch.nn.Module, method: str) -> tuple[str, ...]:
-    """Encodings worth certifying for ``net``: both when it has a ``GroupSort(g > 2)``.
-
-    The first-order solver handles slope-restricted stages only, so it gets
-    the sorting network alone.
-    """
+    """Encodings worth certifying for ``net``: both when it has a ``GroupSort(g > 2)``."""
     has_large_groups = any(isinstance(m, GroupSort) and not isinstance(m, MaxMin)
                            and m.group_size > 2 for m in net.modules())
-    if not has_large_groups or method in ("first-order", "naive"):
+    if not has_large_groups or method == "naive":
         return ("network",)
     return GROUPSORT_ENCODINGS

@@ -130,3 +130,52 @@ def test_residual_relu_is_exact():
         out.weight.copy_(torch.tensor([[1.0, 0.0, 0.0]]))
     res = lipschitz_bound(nn.Sequential(Residual(nn.Sequential(lin, nn.ReLU())), out))
     assert res.verified and abs(res.bound - 2.0) <= 2e-4 and res.lower >= 2 - 1e-6
+
+
+def two_groupsort_net(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), GroupSort(4), nn.Linear(8, 8), GroupSort(4),
+                         nn.Linear(8, 3)).double()
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+@pytest.mark.parametrize("norm", [2, "inf"])
+def test_first_order_groupsort_qc_matches_interior_point(seed, norm):
+    """GroupSort QC stages (λ >= 0 and free a, b) through the first-order solver."""
+    net = two_groupsort_net(seed)
+    interior = lipschitz_bound(net, norm=norm, method="lipsdp", groupsort="qc", attack=False)
+    first = lipschitz_bound(net, norm=norm, method="first-order", groupsort="qc", attack=False)
+    assert interior.verified and first.verified
+    assert isinstance(first.program.stages[0].qc, GroupSortQC)
+    assert abs(first.bound / interior.bound - 1) <= 1e-3
+    assert first.bound < first.naive  # the SDP bound, not the naive fallback
+
+
+def test_first_order_both_encodings_keeps_the_smaller_verified_bound():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(4, 8), GroupSort(4), nn.Linear(8, 3)).double()
+    results = {e: lipschitz_bound(net, norm=2, method="first-order", groupsort=e, attack=False)
+               for e in ("network", "qc", "both")}
+    assert all(r.verified for r in results.values())
+    best = min(results["network"].bound, results["qc"].bound)
+    assert results["both"].bound == pytest.approx(best, rel=1e-12)
+    interior = lipschitz_bound(net, norm=2, method="lipsdp", attack=False)
+    assert abs(results["both"].bound / interior.bound - 1) <= 1e-3
+
+
+def test_orthogonal_groupsort_certifies_one_through_first_order():
+    from tests.sdp.test_orthogonal import orthogonal_net
+
+    net = orthogonal_net(lambda: GroupSort(4), width=8, seed=1)
+    res = lipschitz_bound(net, norm=2, method="first-order", groupsort="qc")
+    assert res.verified and res.bound <= 1 + 1e-4 and res.lower >= 1 - 1e-6
+
+
+def test_auto_uses_first_order_for_groupsort_qc_above_the_threshold(monkeypatch):
+    from certopt.sdp import lipschitz
+
+    net = two_groupsort_net(2)
+    monkeypatch.setattr(lipschitz, "AUTO_STATE_DIM", 0)
+    auto = lipschitz_bound(net, norm=2, method="auto", groupsort="qc", attack=False)
+    first = lipschitz_bound(net, norm=2, method="first-order", groupsort="qc", attack=False)
+    assert auto.verified and auto.bound == first.bound and auto.n_iter == first.n_iter
