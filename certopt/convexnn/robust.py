@@ -6,21 +6,24 @@ be perturbed by ``||delta_k||_inf <= eps`` on the *feature* coordinates only
 (the bias is never perturbed).  With patterns D_1..D_P and the feature part
 ``v_f`` of a vector v, the robust convex program is::
 
-    min_{v, w}  (1/n) sum_k max(0, 1 - y_k zhat_k + eps ||r_k||_1)
+    min_{v, w}  (1/n) sum_k l_wc(y_k, zhat_k, eps ||r_k||_1)
                 + lam sum_i (||v_i||_2 + ||w_i||_2)
     s.t.  (2 D_i - I) X v_i >= eps ||v_{i,f}||_1 1,   (same for w_i)
 
     zhat = sum_i D_i X (v_i - w_i),   r_k = sum_i [D_i]_kk (v_i - w_i)_f.
 
-The robust cone constraints keep every pattern valid on the whole ball, so
-the network's output there is linear and ``y_k zhat_k - eps ||r_k||_1`` is
-its exact worst-case margin: the objective is exactly the worst-case mean
-hinge loss plus the weight decay of the returned ReLU network.
+with the worst-case loss l_wc of :mod:`robust_losses` (hinge: max(0, 1 -
+y zhat + spread); squared: (|y - zhat| + spread)^2 / 2).  The robust cone
+constraints keep every pattern valid on the whole ball, so the network's
+output there is affine with range ``zhat_k -+ eps ||r_k||_1``: the objective
+is exactly the worst-case mean loss plus the weight decay of the returned
+ReLU network.
 
 Evidence reported for any candidate network (never the solver's internal
 state): :func:`certified_margins` is a *sound* lower bound of the worst-case
 margin of an arbitrary two-layer ReLU network over the ball (exact when no
-neuron changes sign in the ball, which the robust cones guarantee), and
+neuron changes sign in the ball, which the robust cones guarantee; with
+y = -+1 it bounds the output from both sides), and
 :meth:`RobustProblem.dual_bound` a lower bound on the robust program's
 optimum from any dual guess, by scaling (as in section 4).
 """
@@ -36,11 +39,10 @@ import torch
 from certopt.convexnn.attack import check_norm
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
+from certopt.convexnn.robust_losses import RobustLoss, get_robust_loss
 from certopt.core.arrays import check_scalar
-from certopt.core.errors import InputTypeError, InputValueError, UnsupportedError
+from certopt.core.errors import InputTypeError, InputValueError
 from certopt.core.result import duality_gap
-
-ROBUST_LOSSES = ("hinge",)
 
 
 def certified_margins(
@@ -57,9 +59,10 @@ def certified_margins(
     weights ``alpha`` (m,); ``delta`` perturbs only the coordinates where
     ``features`` (d,) is True.  Each pre-activation ranges over
     ``[l, h] = u_j^T x_k -+ eps ||u_{j,f}||_1``.  Stable neurons are exactly
-    linear (or zero) on the ball; an unstable one is bounded below by 0 when
-    its weight ``y_k alpha_j`` is positive and by the triangle relaxation
-    ``(z)_+ <= h (z - l) / (h - l)`` when negative.  The resulting affine
+    linear (or zero) on the ball; an unstable one is bounded below by z
+    (when h >= -l) or by 0 (otherwise) when its weight ``y_k alpha_j`` is
+    positive, and by the triangle relaxation ``(z)_+ <= h (z - l) / (h - l)``
+    when negative.  The resulting affine
     lower bound is minimised over the box in closed form.  Exact when every
     neuron is stable on every ball.
 
@@ -70,8 +73,9 @@ def certified_margins(
     radius = eps * U_f.abs().sum(dim=1)                        # (m,)
     low, high = pre - radius, pre + radius
     weight = y[:, None] * alpha[None, :]                       # (n, m)
-    active = low >= 0
-    relaxed = (low < 0) & (high > 0) & (weight < 0)
+    unstable = (low < 0) & (high > 0)
+    active = (low >= 0) | (unstable & (weight >= 0) & (high >= -low))
+    relaxed = unstable & (weight < 0)
     width = (high - low).clamp_min(torch.finfo(X.dtype).tiny)
     slope = torch.where(active, torch.ones_like(pre),
                         torch.where(relaxed, high / width, torch.zeros_like(pre)))
@@ -88,8 +92,8 @@ class RobustProblem:
 
     Attributes
     ----------
-    base : the (hinge-loss) convex ReLU problem: X (n, d) augmented, y in
-        {-1, +1}, patterns D (P, n), lam.
+    base : the (hinge or squared loss) convex ReLU problem: X (n, d)
+        augmented, y (labels in {-1, +1} for hinge), patterns D (P, n), lam.
     eps : radius of the ell_inf ball, >= 0.
     """
 
@@ -114,6 +118,11 @@ class RobustProblem:
             mask[-1] = False
         return mask
 
+    @property
+    def loss(self) -> RobustLoss:
+        """The worst-case loss of the base problem's loss."""
+        return get_robust_loss(self.base.loss.name)
+
     def operators(self) -> GroupOperators:
         """The program's linear maps on the unscaled data."""
         return GroupOperators(self.base.X, self.base.D, self.features)
@@ -125,21 +134,25 @@ class RobustProblem:
         checked here (see :meth:`cone_violation`).
         """
         zhat, r, _, _ = self.operators().forward(torch.cat([v, w]))
-        margins = self.base.y * zhat - self.eps * r.abs().sum(dim=1)
+        losses = self.loss.worst_case(self.base.y, zhat, self.eps * r.abs().sum(dim=1))
         decay = torch.linalg.vector_norm(torch.cat([v, w]), dim=1).sum()
-        return float(torch.relu(1 - margins).mean() + self.base.lam * decay)
+        return float(losses.mean() + self.base.lam * decay)
 
-    def worst_case_margins(self, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Certified (sound) worst-case margins of the network of (v, w) over the ball."""
+    def output_bounds(self, v: torch.Tensor, w: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Certified (sound) (low, high) of the network's output over each ball, (n,) each."""
         U, alpha = self.base.network(v, w)
-        return certified_margins(self.base.X, self.base.y, U, alpha, self.eps, self.features)
+        ones = torch.ones_like(self.base.y)
+        low = certified_margins(self.base.X, ones, U, alpha, self.eps, self.features)
+        high = -certified_margins(self.base.X, -ones, U, alpha, self.eps, self.features)
+        return low, high
 
     def robust_loss(self, v: torch.Tensor, w: torch.Tensor) -> float:
-        """Certified worst-case mean hinge loss of the network of (v, w) over the ball."""
-        return float(torch.relu(1 - self.worst_case_margins(v, w)).mean())
+        """Certified worst-case mean loss of the network of (v, w) over the ball."""
+        return float(self.loss.certified(self.base.y, *self.output_bounds(v, w)).mean())
 
     def objective(self, v: torch.Tensor, w: torch.Tensor) -> float:
-        """Certified robust objective of the network: worst-case mean hinge + weight decay."""
+        """Certified robust objective of the network: worst-case mean loss + weight decay."""
         decay = torch.linalg.vector_norm(torch.cat([v, w]), dim=1).sum()
         return self.robust_loss(v, w) + self.base.lam * float(decay)
 
@@ -194,47 +207,41 @@ class GroupOperators:
         return (loss_weight * (A.T @ A + torch.kron(overlap, f))
                 + torch.block_diag(*[block] * groups))
 
-    def dual_bound(self, y: torch.Tensor, lam: float, eps: float, theta: torch.Tensor,
-                   r_dual: torch.Tensor, t_dual: torch.Tensor, q_dual: torch.Tensor
-                   ) -> tuple[float, float]:
+    def dual_bound(self, loss: RobustLoss, y: torch.Tensor, lam: float, eps: float,
+                   a: torch.Tensor, r_dual: torch.Tensor, t_dual: torch.Tensor,
+                   q_dual: torch.Tensor) -> tuple[float, float]:
         """(bound, scale): a lower bound on the robust program's optimum, by scaling.
 
-        Weak duality for the program written with these maps: for theta in
-        [0, 1]^n, ``||r_dual_k||_inf <= eps theta_k / n``, ``t_dual <= 0``,
-        ``||q_dual_j||_inf <= eps sum_k (-t_dual_kj)`` and, for every group j,
-        ``||(F^T a + R^T r_dual + G^T t_dual + Q^T q_dual)_j||_2 <= lam`` with
-        ``a = -theta y / n``, the optimum is >= ``mean(theta)``.  The guess is
-        clipped to the first three sets, then scaled by the largest s <= 1
-        meeting the last one (every set is a cone, and s <= 1 keeps theta <= 1).
+        Weak duality for the program written with these maps: with the loss's
+        dual terms (a, r_dual) in its domain (:mod:`robust_losses`),
+        ``t_dual <= 0``, ``||q_dual_j||_inf <= eps sum_k (-t_dual_kj)`` and, for
+        every group j, ``||(F^T a + R^T r_dual + G^T t_dual + Q^T q_dual)_j||_2
+        <= lam``, the optimum is >= ``-L*(a, r_dual)``.  The guess is clipped
+        to the first sets, then scaled by the best s in [0, s_max], s_max the
+        largest scale meeting the last one (every set is a cone).
         """
-        n = y.shape[0]
-        theta = theta.clamp(0, 1)
-        cap = eps * theta[:, None] / n
-        r_dual = torch.maximum(torch.minimum(r_dual, cap), -cap)
+        a, r_dual, s_cap = loss.clip_dual(a, r_dual, y, eps)
         t_dual = t_dual.clamp(max=0)
         q_cap = eps * (-t_dual).sum(dim=0)[:, None]
         q_dual = torch.maximum(torch.minimum(q_dual, q_cap), -q_cap)
-        gamma = self.adjoint(-theta * y / n, r_dual, t_dual, q_dual)
+        gamma = self.adjoint(a, r_dual, t_dual, q_dual)
         worst = float(torch.linalg.vector_norm(gamma, dim=1).max())
-        scale = min(1.0, lam / worst) if worst > 0 else 1.0
-        return scale * float(theta.mean()), scale
+        s_max = min(s_cap, lam / worst) if worst > 0 else s_cap
+        return loss.scaled_bound(a, r_dual, y, eps, s_max)
 
 
 def check_robust_settings(eps: Any, norm: Any, loss: str) -> float:
     """Validate the adversarial settings; return eps as a float.
 
     Raises InputValueError for eps < 0 or non-finite, or a norm other than
-    ell_inf; UnsupportedError for a loss other than hinge.
+    ell_inf; UnsupportedError for a loss other than hinge or squared.
     """
     eps = check_scalar(eps, "adversarial_eps", low=0.0)
     if check_norm(norm, "adversarial_norm") != "inf":
         raise InputValueError(
             f"adversarial_norm: only 'inf' is supported for robust training, got {norm!r}"
         )
-    if loss not in ROBUST_LOSSES:
-        raise UnsupportedError(
-            f"loss: adversarial training supports loss in {list(ROBUST_LOSSES)}, got {loss!r}"
-        )
+    get_robust_loss(loss)
     return eps
 
 
@@ -252,7 +259,7 @@ class RobustResult(ConvexNNResult):
 
     Attributes (besides :class:`ConvexNNResult`'s)
     ----------------------------------------------
-    robust_loss : certified worst-case mean training hinge loss over the ball.
+    robust_loss : certified worst-case mean training loss over the ball.
     eps : radius of the ell_inf ball.
     """
 
@@ -283,7 +290,7 @@ def fit_robust(problem: ConvexReLUProblem, eps: float, norm: Any = "inf", solver
 
     Parameters
     ----------
-    problem : a hinge-loss :class:`ConvexReLUProblem` (data, labels, patterns, lam).
+    problem : a hinge or squared loss :class:`ConvexReLUProblem` (data, targets, patterns, lam).
     eps : radius of the ell_inf ball (>= 0; 0 gives the standard program).
     norm : ``"inf"`` (the only ball supported).
     solver : ``"admm"`` (:mod:`robust_admm`, torch, any device) or ``"cvxpy"``

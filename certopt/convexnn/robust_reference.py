@@ -4,9 +4,12 @@ The independent reference for the robust ADMM and ``solver="cvxpy"`` for
 small problems.  Variables V, W (P, d); with the (P, n) pattern matrix D,
 S = 2D - 1 and the feature columns f (all but the bias column)::
 
-    min  mean_k max(0, 1 - y_k zhat_k + eps ||r_k||_1) + lam sum_i (||V_i|| + ||W_i||)
+    min  mean_k l_wc(y_k, zhat_k, eps ||r_k||_1) + lam sum_i (||V_i|| + ||W_i||)
     s.t. S_ik (X V_i)_k >= eps ||V_{i,f}||_1,  S_ik (X W_i)_k >= eps ||W_{i,f}||_1,
-    zhat_k = sum_i D_ik x_k^T (V_i - W_i),  r_k = sum_i D_ik (V_i - W_i)_f.
+    zhat_k = sum_i D_ik x_k^T (V_i - W_i),  r_k = sum_i D_ik (V_i - W_i)_f,
+
+with the worst-case loss l_wc written directly in cvxpy: hinge
+``pos(1 - y zhat + spread)``, squared ``(|y - zhat| + spread)^2 / 2``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ def robust_cvxpy_model(problem: RobustProblem) -> tuple[cp.Problem, cp.Variable,
     V, W = cp.Variable((P, d)), cp.Variable((P, d))
     zhat = cp.sum(cp.multiply(D, X @ (V - W).T), axis=1)
     r = D @ (V - W)[:, f]
-    loss = cp.sum(cp.pos(1 - cp.multiply(y, zhat) + eps * cp.norm1(r, axis=1))) / n
+    spread = eps * cp.norm1(r, axis=1)
+    if problem.base.loss.name == "hinge":
+        losses = cp.pos(1 - cp.multiply(y, zhat) + spread)
+    else:
+        losses = 0.5 * cp.square(cp.abs(y - zhat) + spread)
+    loss = cp.sum(losses) / n
     decay = base.lam * (cp.sum(cp.norm(V, 2, axis=1)) + cp.sum(cp.norm(W, 2, axis=1)))
     S = 2 * D - 1
     ones = np.ones((n, 1))

@@ -48,21 +48,85 @@ def test_eps_zero_reduces_to_the_standard_program(small):
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])
-def test_admm_approaches_cvxpy_robust_program_with_honest_status(small, eps):
-    # Known limitation (issue 4 report): the robust ADMM is slow on these LP-like
-    # programs; after 1000 iterations it is within a few percent (measured 1.2e-2
-    # and 1.6e-2), not the 1e-4 the issue asks for, and says so through its status.
-    # (eps = 0: 5e-3 after 2000 iterations, about 2e-4 from 4000 to 18000.)
+def test_admm_matches_cvxpy_robust_program(small, eps):
+    # ADMM then polish (Newton on the identified piece) reaches the optimum and
+    # certifies it (measured: OPTIMAL after 2000 (eps 0.1) and 4000 (eps 0)
+    # iterations, relative difference to Clarabel -7e-7 and -3e-8).
     _, problem = small
     reference = fit_robust(problem, eps, solver="cvxpy")
+    result = fit_robust(problem, eps, solver="admm", options=SolverOptions(max_iter=5000, tol=1e-6))
+    assert result.status is Status.OPTIMAL
+    assert result.objective == pytest.approx(reference.objective, rel=1e-4)
+    assert result.convex_objective == pytest.approx(reference.convex_objective, rel=1e-4)
+    assert result.residuals["robust_cone"] <= 1e-9
+    assert result.bound <= reference.convex_objective * (1 + 1e-6)
+    assert result.gap <= 1e-6 * result.objective
+
+
+def test_admm_stops_early_with_honest_status(small):
+    _, problem = small
+    reference = fit_robust(problem, 0.1, solver="cvxpy")
     with pytest.warns(ConvergenceWarning):
-        result = fit_robust(problem, eps, solver="admm",
-                            options=SolverOptions(max_iter=1000, tol=1e-7))
-    assert result.status is Status.MAX_ITER and result.n_iter == 1000
-    assert result.convex_objective == pytest.approx(reference.convex_objective, rel=5e-2)
-    assert result.residuals["robust_cone"] <= 1e-2
+        result = fit_robust(problem, 0.1, solver="admm",
+                            options=SolverOptions(max_iter=200, tol=1e-7))
+    assert result.status is Status.MAX_ITER and result.n_iter == 200
     # the dual bound by scaling never exceeds the optimum
     assert result.bound <= reference.convex_objective + 1e-7
+
+
+@pytest.fixture(scope="module")
+def regression():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(24, 2))
+    y = X[:, 0] * X[:, 1] + 0.1
+    return X, ConvexReLUProblem.from_data(X, y, lam=1e-2, loss="squared", n_patterns=8,
+                                          random_state=0)
+
+
+def squared_loss_after_pgd(net, X, y, eps, steps=100):
+    """Mean (y - f(x + delta))^2 / 2 after signed-gradient ascent on ||delta||_inf <= eps."""
+    X = torch.as_tensor(X)
+    y = torch.as_tensor(y)
+    delta = torch.zeros_like(X, requires_grad=True)
+    best = 0.5 * (net(X)[:, 0] - y) ** 2
+    for _ in range(steps):
+        loss = 0.5 * (net(X + delta)[:, 0] - y) ** 2
+        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        with torch.no_grad():
+            best = torch.maximum(best, loss)
+            delta += 0.05 * eps * grad.sign()
+            delta.clamp_(-eps, eps)
+    return float(best.mean())
+
+
+def test_robust_squared_loss_cvxpy_and_pgd(regression):
+    X, problem = regression
+    eps = 0.1
+    result = fit_robust(problem, eps, solver="cvxpy")
+    assert result.residuals["robust_cone"] <= 1e-7
+    # robust cones hold: the certified objective is the program's (exact worst case)
+    assert result.objective == pytest.approx(result.convex_objective, rel=1e-6)
+    net = network_module(result, X.shape[1])
+    attacked = squared_loss_after_pgd(net, X, problem.y.numpy(), eps)
+    assert result.robust_loss >= attacked - 1e-9
+    assert result.robust_loss == pytest.approx(attacked, rel=1e-3)
+    standard = fit_robust(problem, 0.0, solver="cvxpy")
+    assert result.robust_loss >= standard.robust_loss
+
+
+def test_robust_squared_admm_matches_cvxpy(regression):
+    _, problem = regression
+    reference = fit_robust(problem, 0.0, solver="cvxpy")
+    result = fit_robust(problem, 0.0, solver="admm", options=SolverOptions(max_iter=3000))
+    assert result.status is Status.OPTIMAL
+    assert result.objective == pytest.approx(reference.objective, rel=1e-4)
+    # Known limitation: with eps > 0 the squared-loss polish does not find the piece
+    # on this problem; after 3000 iterations the ADMM is within 6e-4 (measured).
+    reference = fit_robust(problem, 0.1, solver="cvxpy")
+    with pytest.warns(ConvergenceWarning):
+        result = fit_robust(problem, 0.1, solver="admm", options=SolverOptions(max_iter=1000))
+    assert result.convex_objective == pytest.approx(reference.convex_objective, rel=1e-2)
+    assert result.bound <= reference.convex_objective + 1e-9
 
 
 def test_certified_margins_exact_when_stable_and_sound_otherwise():
@@ -127,10 +191,11 @@ def test_bad_input(small):
     with pytest.raises(InputValueError, match="solver"):
         fit_robust(problem, 0.1, solver="sgd")
     rng = np.random.default_rng(0)
-    squared = ConvexReLUProblem.from_data(rng.normal(size=(10, 2)), rng.normal(size=10),
-                                          loss="squared", n_patterns=4, random_state=0)
+    logistic = ConvexReLUProblem.from_data(rng.normal(size=(10, 2)),
+                                           np.sign(rng.normal(size=10)), loss="logistic",
+                                           n_patterns=4, random_state=0)
     with pytest.raises(InputTypeError, match="loss"):
-        fit_robust(squared, 0.1)
+        fit_robust(logistic, 0.1)
     with pytest.raises(InputTypeError, match="problem"):
         RobustProblem.from_problem("data", 0.1)
 
