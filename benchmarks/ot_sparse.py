@@ -1,29 +1,48 @@
 """Sparse OT: certopt vs POT's sparsity-constrained smooth OT, same problems.
 
     python benchmarks/ot_sparse.py [--quick] [--large] [--device cuda] [--threads 1]
+                                   [--hot-loops]
 
 Problems: n = m points in R^50 (seeded Gaussian clouds, the target shifted),
 uniform weights, squared Euclidean cost divided by its maximum, k = 3,
 reg = 0.05 (the math note's measured setting).  For each size and each of
-the semi-dual and dual, both solvers run on the same problem: certopt's
-``ot.sparse`` (L-BFGS on the torch (semi-)dual, tol 1e-6 relative marginal
-error, max 2000 evaluations) and POT's
-``ot.smooth.smooth_ot_semi_dual/smooth_ot_dual(reg_type="sparsity_constrained")``
-(scipy L-BFGS-B, its defaults: tol 1e-3, 500 iterations).  Printed: time,
-dual value (higher is better: both are lower bounds), L1 marginal error,
-nonzeros, and the ratios POT time / certopt time.
+the semi-dual and dual, three solvers run on the same problem:
 
-Sizes: 300, 1000, 2000 by default; ``--quick``: 300, and 1000 for certopt
-only (< 1 minute);
-``--large`` adds 5000 (POT takes many minutes there).  ``--device cuda``
-runs certopt on the GPU at 2000, 5000, 10000, 20000 (POT, CPU only, up to
-``--pot-max``, default 2000).
+* ``POT``: ``ot.smooth.smooth_ot_semi_dual/smooth_ot_dual(reg_type=
+  "sparsity_constrained")`` (scipy L-BFGS-B, its defaults: tol 1e-3, 500
+  iterations), on the dense cost;
+* ``certopt C``: ``ot.sparse`` (L-BFGS on the torch (semi-)dual, tol 1e-6
+  relative marginal error, max 2000 evaluations) on the dense cost matrix;
+* ``certopt cloud``: the same on ``ot.PointCloudCost(x, y, scale=1/max C)``,
+  the cost computed block by block inside each streamed pass (never stored).
+
+Printed: time, the ratio POT time / this time, peak memory the solve added
+(``peak MiB``: resident-set high-water mark during the call minus the
+resident set before it, read from /proc with the high-water mark reset
+before each call; on CUDA, ``torch.cuda.max_memory_allocated``; it includes
+the returned dense n x m plan, 8 n^2 bytes in float64, and for the dense
+rows certopt's working copies of C), dual value (higher is better: all are
+lower bounds), L1 marginal error, nonzeros, status.  The streamed passes
+hold one block of at most 2**18 costs (2 MiB in float64) on CPU.
+
+``--hot-loops`` times the two hot loops per pass instead (the issue's
+performance section): one log-domain Sinkhorn iteration (two log-sum-exp
+passes) materialising ``(g - C)/eps`` with ``torch.logsumexp`` vs certopt's
+streamed pass on C, on the point cloud, and with ``compile_kernel``
+(``torch.compile``); one sparse semi-dual evaluation with a materialised
+``alpha - C^T`` and one ``topk`` vs the streamed pass on C and on the cloud.
+
+Sizes: 300, 1000, 2000 by default; ``--quick``: 300 (< 1 minute);
+``--large`` adds 5000 (POT takes many minutes there:
+``--pot-max``, default 2000, is the largest n POT runs on).  ``--device
+cuda`` runs certopt on the GPU at 2000, 5000, 10000, 20000 in float32.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import io
 import time
 import warnings
@@ -33,61 +52,217 @@ import ot as pot
 import torch
 
 from certopt import ot as cot
+from certopt.ot.problem import TransportProblem
+from certopt.ot.projections import project_sorted, top_k_last
+from certopt.ot.sparse import ColumnDuals
+from certopt.ot.streaming import CPU_BLOCK_ENTRIES, logsumexp_pass
 
 DIM, K, REG = 50, 3, 0.05
 
 
-def make_problem(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_problem(n: int, seed: int = 0):
+    """Uniform weights, the clouds, the normalised dense cost and the same cost as a cloud."""
     rng = np.random.default_rng(seed)
     source = rng.standard_normal((n, DIM))
     target = rng.standard_normal((n, DIM)) + 0.5
     cost = pot.dist(source, target)
-    cost /= cost.max()
-    return np.full(n, 1 / n), np.full(n, 1 / n), cost
+    scale = 1.0 / cost.max()
+    cost *= scale
+    cloud = cot.PointCloudCost(source, target, scale=scale)
+    return np.full(n, 1 / n), np.full(n, 1 / n), cost, cloud
 
 
 def marginal_error(plan: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return max(np.abs(plan.sum(1) - a).sum(), np.abs(plan.sum(0) - b).sum())
 
 
+class PeakMemory:
+    """Peak memory a block of code adds (MiB): RSS high-water mark on CPU, CUDA allocator on GPU.
+
+    On Linux (glibc), free heap memory is handed back with ``malloc_trim``
+    before the baseline is read, so memory freed by earlier runs and reused
+    is counted.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mib = float("nan")
+
+    @staticmethod
+    def _status(key: str) -> float:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(key):
+                    return float(line.split()[1]) / 1024
+        return float("nan")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated() / 2**20
+            return self
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        try:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")                     # reset the high-water mark
+            self.before = self._status("VmRSS:")
+        except OSError:
+            self.before = float("nan")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.mib = torch.cuda.max_memory_allocated() / 2**20 - self.before
+        else:
+            self.mib = self._status("VmHWM:") - self.before
+
+
 def run_pot(a, b, cost, method):
     solve = pot.smooth.smooth_ot_semi_dual if method == "semi-dual" else pot.smooth.smooth_ot_dual
-    start = time.perf_counter()
     # POT 0.9.7's projection_sparse_simplex prints a debug line per call: muted
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with (PeakMemory(torch.device("cpu")) as memory, warnings.catch_warnings(),
+          contextlib.redirect_stdout(io.StringIO())):
         warnings.simplefilter("ignore")
+        start = time.perf_counter()
         plan, log = solve(a, b, cost, REG, reg_type="sparsity_constrained", max_nz=K, log=True)
-    seconds = time.perf_counter() - start
-    return dict(time=seconds, dual=-float(log["res"].fun), error=marginal_error(plan, a, b),
-                nnz=int(np.count_nonzero(plan)), status=f"nit={log['res'].nit}")
+        seconds = time.perf_counter() - start
+    return dict(time=seconds, memory=memory.mib, dual=-float(log["res"].fun),
+                error=marginal_error(plan, a, b), nnz=int(np.count_nonzero(plan)),
+                status=f"nit={log['res'].nit}")
+
+
+def on_device(a, b, cost, device):
+    """The problem's arrays (or the cloud) on ``device``: float32 tensors on CUDA."""
+    if device.type != "cuda":
+        return a, b, cost
+    work = {"device": device, "dtype": torch.float32}
+    tensors = [torch.tensor(x, **work) for x in (a, b)]
+    if isinstance(cost, cot.PointCloudCost):
+        return (*tensors, cot.PointCloudCost(cost.x.to(**work), cost.y.to(**work),
+                                             scale=cost.scale))
+    return (*tensors, torch.tensor(cost, **work))
 
 
 def run_certopt(a, b, cost, method, device):
+    a, b, cost = on_device(a, b, cost, device)
     if device.type == "cuda":
-        a, b, cost = (torch.tensor(x, device=device, dtype=torch.float32) for x in (a, b, cost))
         cot.sparse(a, b, cost, K, reg=REG, method=method, max_iter=5)   # warm-up
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    with warnings.catch_warnings():
+    with PeakMemory(device) as memory, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        start = time.perf_counter()
         res = cot.sparse(a, b, cost, K, reg=REG, method=method, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return dict(time=seconds, dual=res.dual_value, error=res.marginal_error,
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return dict(time=seconds, memory=memory.mib, dual=res.dual_value, error=res.marginal_error,
                 nnz=int(res.residuals["nnz"]), status=f"{res.status.value}/{res.n_iter}")
+
+
+def print_row(n, method, name, row, pot_row):
+    ratio = f"{pot_row['time'] / row['time']:.2f}" if pot_row and row is not pot_row else "-"
+    print(f"{n:>6} {method:>9} {name:>13} | {row['time']:>9.2f} {ratio:>7} | "
+          f"{row['memory']:>9.1f} | {row['dual']:>14.9f} | {row['error']:>9.2e} | "
+          f"{row['nnz']:>6} | {row['status']}", flush=True)
+
+
+def solver_table(sizes, methods, device, pot_max):
+    header = (f"{'n':>6} {'method':>9} {'solver':>13} | {'time s':>9} {'POT/it':>7} | "
+              f"{'peak MiB':>9} | {'dual value':>14} | {'L1 m.err':>9} | {'nnz':>6} | status")
+    print(header)
+    print("-" * len(header))
+    for n in sizes:
+        a, b, cost, cloud = make_problem(n)
+        for method in methods:
+            theirs = run_pot(a, b, cost, method) if n <= pot_max else None
+            if theirs:
+                print_row(n, method, "POT", theirs, theirs)
+            print_row(n, method, "certopt C", run_certopt(a, b, cost, method, device), theirs)
+            print_row(n, method, "certopt cloud", run_certopt(a, b, cloud, method, device),
+                      theirs)
+
+
+def _per_call(fn, device, repeat):
+    """Median milliseconds of ``repeat`` calls (after one warm-up call, which compiles)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def hot_loop_row(n: int, device: torch.device, repeat: int) -> list[float]:
+    """Milliseconds per Sinkhorn iteration (materialised, C, cloud, compiled) and per
+    sparse semi-dual evaluation (materialised, C, cloud) at size ``n``."""
+    eps = 0.01
+    a, b, cost, cloud = make_problem(n)
+    dense_problem = TransportProblem.from_inputs(*on_device(a, b, cost, device))
+    cloud_problem = TransportProblem.from_inputs(*on_device(a, b, cloud, device))
+    C = dense_problem.geometry.dense()
+    g = torch.zeros_like(dense_problem.b)
+    alpha = torch.zeros_like(dense_problem.a)
+
+    def materialised_sinkhorn():
+        f = -eps * torch.logsumexp((g.unsqueeze(0) - C) / eps, dim=1)
+        return -eps * torch.logsumexp((f.unsqueeze(1) - C) / eps, dim=0)
+
+    def streamed_sinkhorn(problem, compiled=False):
+        f = -eps * logsumexp_pass(problem.geometry, g, eps, dim=1, compiled=compiled)
+        return -eps * logsumexp_pass(problem.geometry, f, eps, dim=0, compiled=compiled)
+
+    def materialised_sparse():        # the whole evaluation on a materialised alpha - C^T
+        values, rows = top_k_last(alpha.unsqueeze(0) - C.T, K)
+        masses, _ = project_sorted(values / REG, dense_problem.b)
+        conjugate = (values * masses).sum() - 0.5 * REG * (masses * masses).sum()
+        row_sums = torch.zeros_like(alpha).index_add_(0, rows.reshape(-1), masses.reshape(-1))
+        return alpha @ dense_problem.a - conjugate, dense_problem.a - row_sums
+
+    dense_duals = ColumnDuals(dense_problem, K, REG)
+    cloud_duals = ColumnDuals(cloud_problem, K, REG)
+    calls = [materialised_sinkhorn,
+             lambda: streamed_sinkhorn(dense_problem),
+             lambda: streamed_sinkhorn(cloud_problem),
+             lambda: streamed_sinkhorn(dense_problem, compiled=True),
+             materialised_sparse,
+             lambda: dense_duals.semi_dual(alpha),
+             lambda: cloud_duals.semi_dual(alpha)]
+    return [_per_call(call, device, repeat) for call in calls]
+
+
+def hot_loop_table(sizes, device):
+    """Milliseconds per Sinkhorn iteration and per sparse semi-dual evaluation."""
+    print(f"milliseconds per pass (median of 5 to 50 calls); 'materialised' builds the n x m "
+          f"temporary, the others stream blocks of <= {CPU_BLOCK_ENTRIES} costs on CPU")
+    header = (f"{'n':>6} | {'sinkhorn: materialised':>22} {'C':>7} {'cloud':>7} "
+              f"{'compiled':>8} | {'sparse: materialised':>20} {'C':>7} {'cloud':>7}")
+    print(header)
+    print("-" * len(header))
+    for n in sizes:
+        ms = hot_loop_row(n, device, repeat=int(np.clip(10**8 // n**2, 5, 50)))
+        print(f"{n:>6} | {ms[0]:>22.1f} {ms[1]:>7.1f} {ms[2]:>7.1f} {ms[3]:>8.1f} | "
+              f"{ms[4]:>20.1f} {ms[5]:>7.1f} {ms[6]:>7.1f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="n = 300 (both) and 1000 (certopt only): under a minute")
+                        help="n = 300 only: under a minute")
     parser.add_argument("--large", action="store_true", help="add n = 5000 (POT: minutes)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pot-max", type=int, default=2000, help="largest n POT runs on")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--methods", default="semi-dual,dual")
     parser.add_argument("--sizes", help="comma-separated n to run instead, e.g. 2000,5000")
+    parser.add_argument("--hot-loops", action="store_true",
+                        help="time one pass of each hot loop instead of whole solves")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,33 +270,15 @@ def main() -> None:
     if device.type == "cuda":
         sizes = [2000, 5000, 10000, 20000]
     else:
-        sizes = [300, 1000] if args.quick else [300, 1000, 2000] + ([5000] if args.large else [])
-        if args.quick:
-            args.pot_max = min(args.pot_max, 300)
+        sizes = [300] if args.quick else [300, 1000, 2000] + ([5000] if args.large else [])
     if args.sizes:
         sizes = [int(n) for n in args.sizes.split(",")]
     print(f"sparse OT, k={K}, reg={REG}, d={DIM}, device={device}, "
           f"torch threads={torch.get_num_threads()}")
-    header = (f"{'n':>6} {'method':>9} | {'certopt s':>9} {'POT s':>8} {'speedup':>7} | "
-              f"{'dual(certopt)':>14} {'dual(POT)':>14} | {'err certopt':>11} {'err POT':>9} | "
-              f"{'nnz c/P':>11} | status certopt, POT")
-    print(header)
-    print("-" * len(header))
-    for n in sizes:
-        a, b, cost = make_problem(n)
-        for method in args.methods.split(","):
-            ours = run_certopt(a, b, cost, method, device)
-            theirs = run_pot(a, b, cost, method) if n <= args.pot_max else None
-            if theirs is None:
-                print(f"{n:>6} {method:>9} | {ours['time']:>9.2f} {'-':>8} {'-':>7} | "
-                      f"{ours['dual']:>14.9f} {'-':>14} | {ours['error']:>11.2e} {'-':>9} | "
-                      f"{ours['nnz']:>11} | {ours['status']}")
-                continue
-            print(f"{n:>6} {method:>9} | {ours['time']:>9.2f} {theirs['time']:>8.2f} "
-                  f"{theirs['time'] / ours['time']:>7.1f} | {ours['dual']:>14.9f} "
-                  f"{theirs['dual']:>14.9f} | {ours['error']:>11.2e} {theirs['error']:>9.2e} | "
-                  f"{ours['nnz']:>5}/{theirs['nnz']:<5} | {ours['status']}, {theirs['status']}",
-                  flush=True)
+    if args.hot_loops:
+        hot_loop_table(sizes, device)
+    else:
+        solver_table(sizes, args.methods.split(","), device, args.pot_max)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ class ColumnPlan:
             return assemble(self.cost, lambda block, rows, cols: (
                 alpha[rows].unsqueeze(1) + beta[cols].unsqueeze(0) - block
             ).clamp_min(0) / self.reg)
-        out = torch.zeros(m, n, dtype=self.values.dtype, device=self.values.device)
-        return out.scatter_(1, self.rows, self.values).T.contiguous()
+        out = torch.zeros(n, m, dtype=self.values.dtype, device=self.values.device)
+        cols = torch.arange(m, device=self.rows.device).unsqueeze(1).expand_as(self.rows)
+        return out.index_put_((self.rows, cols), self.values)
 
 
 class Evaluation(NamedTuple):
