@@ -249,7 +249,7 @@ class _FoldedSquared:
     def prox(self, p_z: torch.Tensor, rho: float) -> torch.Tensor:
         return p_z
 
-    def target(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def target(self, r_z: torch.Tensor) -> torch.Tensor:
         return self.y
 
     def lift(self, Fu: torch.Tensor) -> torch.Tensor:
@@ -273,8 +273,9 @@ class _SplitLoss:
     def prox(self, p_z: torch.Tensor, rho: float) -> torch.Tensor:
         return self.loss.prox(p_z, self.y, rho)
 
-    def target(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return z - a
+    def target(self, r_z: torch.Tensor) -> torch.Tensor:
+        """e = z - a = 2 z - p_z, the reflection."""
+        return r_z
 
     def lift(self, Fu: torch.Tensor) -> torch.Tensor:
         return Fu
@@ -284,7 +285,13 @@ class _SplitLoss:
 
 
 class _FixedPointMap:
-    """p -> T(p) of the over-relaxed ADMM (steps 1-3 of the module docstring)."""
+    """p -> T(p) of the over-relaxed ADMM (steps 1-3 of the module docstring).
+
+    Everything lives in flat vectors of p's layout (z part, s part, t part):
+    x = prox(p) = (z, s, t), the duals p - x = (a, b, c), the reflection
+    2 x - p = (z - a, s - b, t - c) that the u-step reads, A u = (F u, u, G u),
+    and T(p) = p + alpha (A u - x).
+    """
 
     def __init__(self, problem: ConvexReLUProblem, options: SolverOptions, sigma: float):
         self.ops = _Operators(problem.X / sigma, problem.D)
@@ -302,50 +309,45 @@ class _FixedPointMap:
         self.solver.set_weight(self.block.weight(rho))
 
     def split(self, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The views (p_z, p_s, p_t) of the flat p."""
+        """The views (z part, s part, t part) of a flat vector."""
         return tuple(part.view(shape) for part, shape in zip(p.split(self.sizes), self.shapes))
 
-    def prox(self, p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """((z, s, t), (a, b, c)) at p."""
-        p_z, p_s, p_t = self.split(p)
-        primal = (self.block.prox(p_z, self.rho), group_shrink(p_s, self.lam / self.rho),
-                  torch.relu(p_t))
-        return primal, tuple(q - x for q, x in zip((p_z, p_s, p_t), primal))
+    def prox(self, p: torch.Tensor) -> torch.Tensor:
+        """Step 1: the flat x = (z, s, t) at p."""
+        x = torch.empty_like(p)
+        (p_z, p_s, p_t), (z, s, t) = self.split(p), self.split(x)
+        z.copy_(self.block.prox(p_z, self.rho))
+        s.copy_(group_shrink(p_s, self.lam / self.rho))
+        torch.clamp(p_t, min=0.0, out=t)
+        return x
 
-    def u_step(self, primal: tuple[torch.Tensor, ...], duals: tuple[torch.Tensor, ...]
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(u, F u, G u) of step 2."""
-        (z, s, t), (a, b, c) = primal, duals
+    def lifted(self, p: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 2: (A u, F u) for the u-step at p with x = prox(p)."""
+        r_z, r_s, r_t = self.split(2.0 * x - p)
         weight = self.solver.weight
-        rhs = self.ops.adjoint(weight * self.block.target(z, a), t - c) + (s - b)
+        rhs = self.ops.adjoint(weight * self.block.target(r_z), r_t) + r_s
         u, XU = self.solver.solve(rhs)
-        Fu, Gu = self.ops.forward(XU)
-        return u, Fu, Gu
+        Fu = self.ops.apply_F(XU[0] - XU[1])
+        Au = torch.empty_like(p)
+        Au_z, Au_s, Au_t = self.split(Au)
+        Au_z.copy_(self.block.lift(Fu))
+        Au_s.copy_(u)
+        torch.mul(self.ops.S, XU, out=Au_t)
+        return Au, Fu
 
-    def image(self, lifted: tuple[torch.Tensor, ...], primal: tuple[torch.Tensor, ...],
-              duals: tuple[torch.Tensor, ...], alpha: float) -> torch.Tensor:
-        """Step 3: the flat T(p) from A u = lifted and the prox outputs at p."""
-        return torch.cat([(alpha * m + (1.0 - alpha) * x + y).reshape(-1)
-                          for m, x, y in zip(lifted, primal, duals)])
-
-    def lift(self, u: torch.Tensor, Fu: torch.Tensor, Gu: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.block.lift(Fu), u, Gu
-
-    def dual_norms(self, dz: torch.Tensor, ds: torch.Tensor, dt: torch.Tensor,
-                   a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[float, float]:
-        """(||F^T dz + ds + G^T dt||, max(||F^T a||, ||b||, ||G^T c||))."""
+    def dual_norms(self, change: torch.Tensor, duals: torch.Tensor) -> tuple[float, float]:
+        """(||F^T dz + ds + G^T dt||, max(||F^T a||, ||b||, ||G^T c||)) for flat (dz, ds, dt)
+        and (a, b, c)."""
         ops = self.ops
         folded = self.block.size == 0
-        change = ops.adjoint(None if folded else dz, dt) + ds
+        dz, ds, dt = self.split(change)
+        a, b, c = self.split(duals)
+        total = ops.adjoint(None if folded else dz, dt) + ds
         parts = [float(torch.linalg.vector_norm(ops.adjoint(None, c))),
                  float(torch.linalg.vector_norm(b))]
         if not folded:
             parts.append(float(torch.linalg.vector_norm(ops.apply_Ft(a))))
-        return float(torch.linalg.vector_norm(change)), max(parts)
-
-
-def _squared_norm(parts: tuple[torch.Tensor, ...]) -> float:
-    return float(sum((x ** 2).sum() for x in parts))
+        return float(torch.linalg.vector_norm(total)), max(parts)
 
 
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
@@ -374,25 +376,24 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     with progress(options.max_iter, options.verbose, desc="admm") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
-            primal, duals = T.prox(p)
-            u, Fu, Gu = T.u_step(primal, duals)
-            lifted = T.lift(u, Fu, Gu)
-            p_next = T.image(lifted, primal, duals, alpha)
+            x = T.prox(p)
+            Au, Fu = T.lifted(p, x)
+            p_next = torch.add(p, Au - x, alpha=alpha)
             if it % CHECK_EVERY and it != options.max_iter:
                 p = accelerator.step(p, p_next) if accelerator is not None else p_next
                 bar.update(1)
                 continue
-            new_primal, new_duals = T.prox(p_next)
-            gap = tuple(m - x for m, x in zip(lifted, new_primal))
-            primal_res = math.sqrt(_squared_norm(gap))
-            primal_scale = math.sqrt(max(_squared_norm(lifted), _squared_norm(new_primal)))
-            changes = [x - x_old for x, x_old in zip(new_primal, primal)]
-            change_norm, dual_size = T.dual_norms(*changes, *new_duals)
+            x_next = T.prox(p_next)
+            duals = p_next - x_next
+            primal_res = float(torch.linalg.vector_norm(Au - x_next))
+            primal_scale = max(float(torch.linalg.vector_norm(Au)),
+                               float(torch.linalg.vector_norm(x_next)))
+            change_norm, dual_size = T.dual_norms(x_next - x, duals)
             dual_res, dual_scale = T.rho * change_norm, T.rho * dual_size
+            s = T.split(x_next)[1]
             history["primal_residual"].append(primal_res)
             history["dual_residual"].append(dual_res)
-            history["objective"].append(problem.convex_objective(new_primal[1][0] / sigma,
-                                                                 new_primal[1][1] / sigma))
+            history["objective"].append(problem.convex_objective(s[0] / sigma, s[1] / sigma))
             history["rho"].append(T.rho)
             bar.update(1, primal=primal_res, dual=dual_res)
             if not (math.isfinite(primal_res) and math.isfinite(dual_res)):
@@ -402,16 +403,17 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
             dual_rel = dual_res / max(dual_scale, 1e-300)
             history["relative_primal_residual"].append(primal_rel)
             history["relative_dual_residual"].append(dual_rel)
-            if (primal_rel <= options.tol and dual_rel <= options.tol) or it == options.max_iter:
-                if primal_rel <= options.tol and dual_rel <= options.tol:
-                    status = Status.OPTIMAL
+            if primal_rel <= options.tol and dual_rel <= options.tol:
+                status = Status.OPTIMAL
+                break
+            if it == options.max_iter:
                 break
             imbalance = math.sqrt(primal_rel / max(dual_rel, 1e-300))
             if (options.adaptive_rho and it - last_rho_change >= RHO_MIN_INTERVAL
                     and not 1.0 / RHO_IMBALANCE <= imbalance ** 2 <= RHO_IMBALANCE):
                 # keep z, s, t and the unscaled multipliers: scaled duals times rho_old/rho_new
-                p_next = torch.cat([(x + y / imbalance).reshape(-1)
-                                    for x, y in zip(new_primal, new_duals)])
+                p_next = torch.add(x_next, duals, alpha=1.0 / imbalance)
+                duals = p_next - x_next
                 T.set_rho(T.rho * imbalance)
                 last_rho_change = it
                 if accelerator is not None:
@@ -425,7 +427,7 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
         )
     elif status is Status.NUMERICAL:
         warnings.warn("admm: the iterates are not finite", ConvergenceWarning, stacklevel=2)
-    (_, s, _), (a, _, c) = new_primal, new_duals
+    s, (a, _, c) = T.split(x_next)[1], T.split(duals)
     v, w = s[0] / sigma, s[1] / sigma
     rho = T.rho
     duals_l = [T.block.multiplier(a, Fu, rho),
