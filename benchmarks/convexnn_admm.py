@@ -8,18 +8,22 @@ network (math note section 1):
 
 * ADMM: solved with tol = 1e-3, 1e-4, ... until the accuracy is reached
   (each run from scratch; the time of the first run that reaches it);
-* cvxpy + Clarabel / SCS: one solve each (SCS with eps = 1e-6);
+* cvxpy + Clarabel / SCS: one solve each (SCS with eps = 1e-6); with
+  --reference FILE the Clarabel optimum and time are read from a JSON file
+  (keys "objective", "solve_time", as written by an earlier run with --save)
+  instead of solving again (a Clarabel solve at n = 2000 takes minutes);
 * Adam on F directly, width 2P, full batch, lr 1e-2, until F <= (1 + 1e-4) F*
   or the time budget (5x ADMM's time, at least 5 s; 8 s with --quick)
   runs out.
 
 Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
-       [--size N D P]
+       [--skip-scs] [--size N D P] [--threads T] [--reference FILE] [--save FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 
@@ -90,36 +94,62 @@ def run_adam(problem: ConvexReLUProblem, optimum: float, budget: float
     return time.perf_counter() - start, (best - optimum) / abs(optimum)
 
 
+def reference_rows(problem: ConvexReLUProblem, args: argparse.Namespace
+                   ) -> tuple[float, list[tuple[str, float, float]]]:
+    """(F*, rows of the cvxpy solvers): Clarabel solved here or read from --reference."""
+    if args.reference:
+        with open(args.reference) as handle:
+            saved = json.load(handle)
+        optimum = float(saved["objective"])
+        rows = [("cvxpy+Clarabel*", float(saved["solve_time"]), 0.0)]
+    else:
+        ref = solve_cvxpy(problem, SolverOptions(cvxpy_solver="CLARABEL"))
+        optimum = ref.objective
+        rows = [("cvxpy+Clarabel", ref.solve_time, 0.0)]
+        if args.save:
+            with open(args.save, "w") as handle:
+                json.dump({"objective": ref.objective, "solve_time": ref.solve_time}, handle)
+    if not args.skip_scs:
+        scs = solve_cvxpy(problem, SolverOptions(cvxpy_solver="SCS"))
+        rows.append(("cvxpy+SCS", scs.solve_time, relative_error(scs.objective, optimum)))
+    return optimum, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (< 1 minute)")
     parser.add_argument("--device", default="cpu", help="device of ADMM and Adam (cpu, cuda)")
     parser.add_argument("--skip-cvxpy", action="store_true",
                         help="no cvxpy runs; the optimum is ADMM's at tol 1e-8")
+    parser.add_argument("--skip-scs", action="store_true", help="no SCS run")
     parser.add_argument("--size", type=int, nargs=3, metavar=("N", "D", "P"),
                         help="one problem size instead of the defaults")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads for ADMM and Adam")
+    parser.add_argument("--reference", metavar="FILE",
+                        help="JSON with the Clarabel 'objective' and 'solve_time' (one size)")
+    parser.add_argument("--save", metavar="FILE", help="write the Clarabel result there")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = [(300, 10, 20)] if args.quick else [(2000, 50, 100), (4000, 50, 200)]
     if args.size:
         sizes = [tuple(args.size)]
-    header = (f"{'n':>5} {'d':>3} {'P':>4} | {'method':<16} {'seconds':>9} {'rel.err':>9} "
+    if (args.reference or args.save) and len(sizes) != 1:
+        parser.error("--reference and --save need a single size (--size or --quick)")
+    header = (f"{'n':>5} {'d':>3} {'P':>4} | {'method':<22} {'seconds':>9} {'rel.err':>9} "
               f"{'vs ADMM':>8}")
+    print(f"torch threads: {torch.get_num_threads()}")
     print(header)
     print("-" * len(header))
     for n, d, P in sizes:
         problem = make_problem(n, d, P, args.device)
-        cpu_problem = make_problem(n, d, P, "cpu")
         rows = []
         if args.skip_cvxpy:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 optimum = solve_admm(problem, SolverOptions(tol=1e-8, max_iter=50_000)).objective
         else:
-            ref = solve_cvxpy(cpu_problem, SolverOptions(cvxpy_solver="CLARABEL"))
-            optimum = ref.objective
-            rows.append(("cvxpy+Clarabel", ref.solve_time, 0.0))
-            scs = solve_cvxpy(cpu_problem, SolverOptions(cvxpy_solver="SCS"))
-            rows.append(("cvxpy+SCS", scs.solve_time, relative_error(scs.objective, optimum)))
+            optimum, rows = reference_rows(make_problem(n, d, P, "cpu"), args)
         seconds, error, iters = run_admm(problem, optimum)
         admm_seconds = seconds
         rows.insert(0, (f"ADMM ({args.device}, {iters} it)", seconds, error))
@@ -127,12 +157,13 @@ def main() -> None:
         adam_seconds, adam_error = run_adam(problem, optimum, budget)
         rows.append((f"Adam ({args.device})", adam_seconds, adam_error))
         for name, secs, err in rows:
-            print(f"{n:>5} {d:>3} {P:>4} | {name:<16} {secs:>9.2f} {err:>9.1e} "
+            print(f"{n:>5} {d:>3} {P:>4} | {name:<22} {secs:>9.2f} {err:>9.1e} "
                   f"{secs / admm_seconds:>7.1f}x")
         print(f"      (F* = {optimum:.8g}, optimum over the P sampled patterns; 'vs ADMM' = "
               "method time / ADMM time; Adam: signed (F - F*)/F*, its time is the budget "
               "unless F <= (1 + 1e-4) F*; a negative value is a network outside the sampled "
-              "patterns' class)")
+              "patterns' class" + ("; *: read from --reference" if args.reference else "")
+              + ")")
 
 
 if __name__ == "__main__":
