@@ -32,9 +32,12 @@ smoothed by a log-sum-exp over the spectrum with width ``w = s·|F|``,
 ``s = 10⁻¹, 10⁻², …, 10⁻⁵`` (continuation: ``s`` drops when the smoothed
 objective decreased by less than ``max(tol, 10⁻²s)·|F|`` over ``patience``
 iterations, restarting from the best point), plus the vanishing barrier
-``−β log det S`` with ``β = 0.1·w/n_φ``: the optimum often lies on or near the
-boundary of ``S ≻ 0`` (orthogonal MaxMin nets, GroupSort), where steps are cut
-by the domain and the iterates used to crawl along it.  L-BFGS takes the
+``β Σ_j log(z_jᵀS⁻¹z_j)`` (8 fixed Gaussian probes ``z_j``, ``β = 0.1·w/8``;
+near the boundary it behaves like ``−8β log λ_min(S)``, at the cost of two
+triangular solves with 8 right-hand sides; ``−log det S`` would cost an
+inverse): the optimum often lies on or near the boundary of ``S ≻ 0``
+(orthogonal MaxMin nets, GroupSort), where steps are cut by the domain and
+the iterates used to crawl along it.  L-BFGS takes the
 steps with an Armijo backtracking line search that also keeps ``S ≻ 0``.
 The starting point
 is a strictly feasible, naive-bound-like certificate built stage by stage
@@ -86,7 +89,9 @@ _SMOOTH_FACTOR = 0.1
 _LEVEL_TOL = 0.01
 """A coarse level ends when its smoothed objective improves by less than this times its width."""
 _BARRIER = 0.1
-"""Weight of ``−log det S`` relative to ``width / n_φ``."""
+"""Weight of the barrier ``Σ_j log(z_jᵀS⁻¹z_j)`` relative to ``width / k``."""
+_N_PROBES = 8
+"""Number ``k`` of the barrier's probe vectors."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,7 @@ class _Evaluation:
         self.constants = _DeviceConstants(device, dtype)
         self.n0 = program.input_dim
         self.zero_weight = torch.zeros(self.n0, dtype=dtype, device=device)
+        self.probes: torch.Tensor | None = None
 
     def __call__(self, z: torch.Tensor, width: float | None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
@@ -293,15 +299,19 @@ class _Evaluation:
             if scale is not None:
                 directions = scale[:, None] * directions
             rest = -torch.linalg.solve_triangular(chol.T, y @ directions, upper=True)
-            # barrier −β log det S, β = _BARRIER·width/n_φ: its gradient −β⟨S⁻¹, dS⟩ is the
-            # same trace with the columns √β·L⁻ᵀ (S⁻¹ = L⁻ᵀL⁻¹) and a zero input block
-            n_rest = chol.shape[0]
-            beta = _BARRIER * width / max(n_rest, 1)
-            smooth = total * spectral - beta * 2 * torch.log(torch.diagonal(chol)).sum()
-            eye = torch.eye(n_rest, dtype=chol.dtype, device=chol.device)
-            inverse_t = torch.linalg.solve_triangular(chol, eye, upper=False).T
-            rest = torch.cat([rest, math.sqrt(beta) * inverse_t], dim=1)
-            directions = torch.cat([directions, directions.new_zeros((n0, n_rest))], dim=1)
+            # barrier β Σ_j log(z_jᵀS⁻¹z_j) (fixed probes z_j; ≈ −β k log λ_min(S) near the
+            # boundary), β = _BARRIER·width/k: its gradient −β Σ_j u_jᵀ dS u_j / q_j
+            # (u_j = S⁻¹z_j, q_j = z_jᵀu_j) is the same trace with the columns √(β/q_j)·u_j
+            smooth = total * spectral
+            if chol.shape[0]:
+                probes = self._probes(chol.shape[0], z)
+                half = torch.linalg.solve_triangular(chol, probes, upper=False)
+                solved = torch.linalg.solve_triangular(chol.T, half, upper=True)
+                quadratic = (half ** 2).sum(dim=0)
+                beta = _BARRIER * width / probes.shape[1]
+                smooth = smooth + beta * torch.log(quadratic).sum()
+                rest = torch.cat([rest, solved * torch.sqrt(beta / quadratic)], dim=1)
+                directions = torch.cat([directions, directions.new_zeros((n0, _N_PROBES))], dim=1)
             columns = [directions, *torch.split(rest, list(program.segment_sizes[1:]))]
         grad = self._multiplier_gradient(z, columns)
         if self.norm == math.inf:
@@ -309,6 +319,14 @@ class _Evaluation:
             shape_grad = g * spectral - total * (vec ** 2 @ (weights * eig))
             grad[grad.shape[0] - n0:] += shape_grad
         return smooth, grad, value
+
+    def _probes(self, size: int, like: torch.Tensor) -> torch.Tensor:
+        """The barrier's fixed Gaussian probes, ``(size, _N_PROBES)`` (seeded, made once)."""
+        if self.probes is None:
+            generator = torch.Generator(device=like.device).manual_seed(0)
+            self.probes = torch.randn((size, _N_PROBES), generator=generator,
+                                      dtype=like.dtype, device=like.device)
+        return self.probes
 
     def _multiplier_gradient(self, z: torch.Tensor, columns: Sequence[torch.Tensor]
                              ) -> torch.Tensor:
@@ -348,6 +366,9 @@ def solve_first_order(
         ``2`` (bound ``√ρ`` on ``L_2``) or ``math.inf`` (bound ``√Σγ`` on ``L_{∞→2}``).
     device, dtype:
         Where and in which precision the iterations run (default CPU, float64).
+        float32 halves the cost of an evaluation on CPU but needs about 4x as
+        many (Armijo steps fail on round-off); the bound is verified in
+        float64 either way.
     max_iter:
         Iteration limit.
     tol, patience:
@@ -391,9 +412,8 @@ def solve_first_order(
     best_value, best_point = math.inf, z.clone()
     history: list[float] = []
     evaluations: list[float] = []
-    n_iter, status = 0, Status.MAX_ITER
+    n_iter, status, smoothing = 0, Status.MAX_ITER, _SMOOTH0
     _, _, first_value = counted(z, None)
-    smoothing = _SMOOTH0
     width = smoothing * abs(first_value)
     objective, grad, value = counted(z, width) if math.isfinite(first_value) else (None,) * 3
     level: list[float] = []  # smoothed objective since the smoothing was last refined
