@@ -1,7 +1,8 @@
 """``certopt ot SOURCE.npy TARGET.npy``: sparse optimal transport between two point clouds.
 
 SOURCE and TARGET are ``.npy`` arrays of points, shapes ``(n, d)`` and
-``(m, d)`` (uniform weights).  The cost is the squared Euclidean distance;
+``(m, d)`` (uniform weights).  The cost is the squared Euclidean distance,
+computed block by block from the points (never stored as a matrix);
 ``--k`` bounds the nonzeros per target (plan column), ``--reg`` is the
 quadratic regularisation.  The answer's certificate is printed: dual value
 (lower bound), objective, gap, marginal errors, nonzeros, status.
@@ -18,6 +19,7 @@ import torch
 
 from certopt.core.arrays import as_tensor
 from certopt.core.errors import ConvergenceWarning, InputValueError
+from certopt.ot.geometry import PointCloudCost
 from certopt.ot.result import TransportResult
 from certopt.ot.sparse import DUAL_METHODS, sparse
 
@@ -40,11 +42,6 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run)
 
 
-def squared_euclidean(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``C_ij = ||x_i - y_j||^2`` for (n, d) and (m, d) point sets."""
-    return torch.cdist(source, target).square()
-
-
 def _load_points(path: Path, name: str) -> torch.Tensor:
     try:
         points = np.load(path, allow_pickle=False)
@@ -65,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     if source.shape[1] != target.shape[1]:
         raise InputValueError(f"SOURCE, TARGET: points of different dimensions "
                               f"{source.shape[1]} and {target.shape[1]}")
-    cost = squared_euclidean(source, target).numpy()
+    cost = PointCloudCost(source.numpy(), target.numpy())
     result = sparse(None, None, cost, args.k, reg=args.reg, method=args.method,
                     max_iter=args.max_iter, device=args.device, repair=args.repair)
     print(f"sparse OT: {source.shape[0]} -> {target.shape[0]} points, k = {args.k}, "
@@ -108,7 +105,7 @@ def demo(plot: bool) -> None:
     angles = rng.uniform(0, np.pi, 50)
     source = np.c_[np.cos(angles), np.sin(angles)] + 0.05 * rng.standard_normal((50, 2))
     target = 0.8 * rng.standard_normal((50, 2)) + np.array([0.5, -0.5])
-    cost = squared_euclidean(torch.from_numpy(source), torch.from_numpy(target)).numpy()
+    cost = PointCloudCost(source, target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)   # the status below says it
         result = sparse(None, None, cost, k=3, reg=0.05, repair=True)
