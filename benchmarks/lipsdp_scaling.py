@@ -12,8 +12,15 @@ run).  A method that hits the cap (or would need more memory than
     python benchmarks/lipsdp_scaling.py --quick    # small widths, < 1 minute
 
 The first-order solver (``--device cuda`` on a GPU) is the last method;
-``--input-dim 784 --widths 1024`` gives the 784-1024-1024-10 net and
-``--maxmin-nets`` certifies the published MaxMin nets instead.
+``--input-dim 784 --widths 1024`` gives the 784-1024-1024-10 net,
+``--max-iter`` caps its iterations (the row then says ``max_iter``; its bound
+is still verified) and ``--maxmin-nets`` certifies the published MaxMin nets
+instead.  Rows measured on 2 shared CPU cores with ``--threads 1``:
+
+    python benchmarks/lipsdp_scaling.py --threads 1 --methods cvxpy+SCS,first-order \
+        --widths 32,64,128,256,512,1024 --cap 600
+    python benchmarks/lipsdp_scaling.py --threads 1 --methods first-order \
+        --input-dim 784 --widths 256,512,1024
 
 Adding a method is one more :class:`Method`
 entry: a name, the keyword arguments for ``lipschitz_bound`` and optionally a
@@ -33,6 +40,7 @@ from pathlib import Path
 
 import cvxpy as cp
 import torch  # imported once, before forking the solves
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 import certopt.sdp  # noqa: F401
@@ -94,7 +102,8 @@ def _solve(options: dict, width: int, connection) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         connection.send({"time": elapsed, "memory_mb": (peak - baseline) / 1024,
                          "bound": result.bound, "naive": result.naive,
-                         "verified": result.verified, "status": str(result.status)})
+                         "verified": result.verified, "status": result.status.value,
+                         "n_iter": result.n_iter})
     except Exception as exc:  # reported as a skipped row
         connection.send({"skipped": f"failed: {type(exc).__name__}: {str(exc)[:50]}"})
 
@@ -125,8 +134,12 @@ def main() -> None:
                         help="comma-separated subset of the method names, e.g. first-order")
     parser.add_argument("--device", default="cpu", help="device of the first-order solver")
     parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (default: torch's; --quick: 1, as tiny "
-                             "matrices only pay thread hand-offs on a loaded machine)")
+                        help="torch and BLAS (numpy/scipy/cvxpy) CPU threads (default: "
+                             "theirs; --quick: 1, as tiny matrices only pay thread "
+                             "hand-offs on a loaded machine)")
+    parser.add_argument("--max-iter", type=int,
+                        help="iteration budget of the first-order solver (default: its own); "
+                             "a row that hits it reports status max_iter, still verified")
     parser.add_argument("--input-dim", type=int, default=INPUT,
                         help="input size (784: the 784-w-w-10 MNIST-sized nets)")
     parser.add_argument("--maxmin-nets", nargs="*", metavar="MAT",
@@ -139,15 +152,19 @@ def main() -> None:
     INPUT = args.input_dim
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
+        threadpool_limits(args.threads or 1)  # OpenBLAS spin-waits badly on a shared machine
     METHODS[-1].options["device"] = args.device
+    if args.max_iter:
+        METHODS[-1].options["max_iter"] = args.max_iter
     widths = args.widths or ([8, 16, 24] if args.quick else [32, 64, 100, 128, 256, 512, 1024])
     cap = args.cap or (15.0 if args.quick else 300.0)
 
     print(f"LipSDP on {INPUT}-w-w-{OUTPUT} ReLU nets (solve + float64 verification), "
-          f"cap {cap:.0f} s per solve")
+          f"cap {cap:.0f} s per solve, first-order on {args.device}, "
+          f"{torch.get_num_threads()} torch thread(s)")
     header = (f"{'width':>6} {'N':>6}  {'method':<22} {'time s':>9} {'peak MB':>9} "
-              f"{'bound':>10} {'bound/naive':>11} {'verified':>8} {'time/SCS':>9} "
-              f"{'bound/SCS':>9}")
+              f"{'bound':>10} {'bound/naive':>11} {'verified':>8} {'iters':>6} {'status':>8} "
+              f"{'time/SCS':>9} {'bound/SCS':>9}")
     print(header)
     print("-" * len(header))
     given_up: dict[str, str] = {}
@@ -171,8 +188,8 @@ def main() -> None:
             bound_ratio = (f"{row['bound'] / anchor['bound']:>9.5f}" if "bound" in anchor
                            else f"{'-':>9}")
             print(f"{prefix} {row['time']:>9.2f} {row['memory_mb']:>9.0f} {row['bound']:>10.5g} "
-                  f"{row['bound'] / row['naive']:>11.4f} {str(row['verified']):>8} {ratio} "
-                  f"{bound_ratio}")
+                  f"{row['bound'] / row['naive']:>11.4f} {str(row['verified']):>8} "
+                  f"{row['n_iter']:>6} {row['status']:>8} {ratio} {bound_ratio}")
         sys.stdout.flush()
 
 
