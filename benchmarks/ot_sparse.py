@@ -184,9 +184,12 @@ def solver_table(sizes, methods, device, pot_max):
                       theirs)
 
 
-def _per_call(fn, device, repeat):
-    """Median milliseconds of ``repeat`` calls (after one warm-up call, which compiles)."""
+def _per_call(fn, device, repeat) -> tuple[float, float]:
+    """Median milliseconds of ``repeat`` calls and the peak MiB one call adds
+    (after one warm-up call, which compiles and builds lazy copies)."""
     fn()
+    with PeakMemory(device) as memory:
+        fn()
     times = []
     for _ in range(repeat):
         if device.type == "cuda":
@@ -196,12 +199,12 @@ def _per_call(fn, device, repeat):
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+    return float(np.median(times)) * 1e3, memory.mib
 
 
-def hot_loop_row(n: int, device: torch.device, repeat: int) -> list[float]:
-    """Milliseconds per Sinkhorn iteration (materialised, C, cloud, compiled) and per
-    sparse semi-dual evaluation (materialised, C, cloud) at size ``n``."""
+def hot_loop_row(n: int, device: torch.device, repeat: int) -> list[tuple[float, float]]:
+    """``(milliseconds, peak MiB)`` per Sinkhorn iteration (materialised, C, cloud,
+    compiled) and per sparse semi-dual evaluation (materialised, C, cloud) at size ``n``."""
     eps = 0.01
     a, b, cost, cloud = make_problem(n)
     dense_problem = TransportProblem.from_inputs(*on_device(a, b, cost, device))
@@ -238,17 +241,20 @@ def hot_loop_row(n: int, device: torch.device, repeat: int) -> list[float]:
 
 
 def hot_loop_table(sizes, device):
-    """Milliseconds per Sinkhorn iteration and per sparse semi-dual evaluation."""
-    print(f"milliseconds per pass (median of 5 to 50 calls); 'materialised' builds the n x m "
-          f"temporary, the others stream blocks of <= {CPU_BLOCK_ENTRIES} costs on CPU")
-    header = (f"{'n':>6} | {'sinkhorn: materialised':>22} {'C':>7} {'cloud':>7} "
-              f"{'compiled':>8} | {'sparse: materialised':>20} {'C':>7} {'cloud':>7}")
+    """Milliseconds and peak MiB per Sinkhorn iteration and per sparse semi-dual evaluation."""
+    print(f"per pass: median milliseconds of 5 to 50 calls / peak MiB one call adds; "
+          f"'materialised' builds n x m temporaries, the others stream blocks of <= "
+          f"{CPU_BLOCK_ENTRIES} costs on CPU (C: the solver's stored copy, and for the "
+          f"sparse pass its transpose, are not counted)")
+    names = ["sinkhorn materialised", "sinkhorn C", "sinkhorn cloud", "sinkhorn compiled",
+             "sparse materialised", "sparse C", "sparse cloud"]
+    header = f"{'n':>6} | " + " | ".join(f"{name:>21}" for name in names)
     print(header)
     print("-" * len(header))
     for n in sizes:
-        ms = hot_loop_row(n, device, repeat=int(np.clip(10**8 // n**2, 5, 50)))
-        print(f"{n:>6} | {ms[0]:>22.1f} {ms[1]:>7.1f} {ms[2]:>7.1f} {ms[3]:>8.1f} | "
-              f"{ms[4]:>20.1f} {ms[5]:>7.1f} {ms[6]:>7.1f}", flush=True)
+        row = hot_loop_row(n, device, repeat=int(np.clip(10**8 // n**2, 5, 50)))
+        print(f"{n:>6} | " + " | ".join(f"{ms:>10.1f} ms {mib:>6.1f} M" for ms, mib in row),
+              flush=True)
 
 
 def main() -> None:

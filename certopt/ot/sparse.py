@@ -387,7 +387,7 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
     extra.update(nnz=float(column_nnz.sum()), max_column_nnz=float(column_nnz.max()))
     return make_result(
         problem, plan,
-        regulariser=0.5 * reg * float((plan * plan).sum()),
+        regulariser=0.5 * reg * float(torch.dot(plan.reshape(-1), plan.reshape(-1))),
         dual_value=solution.dual_value,
         potentials=(solution.alpha, solution.beta),
         status=status,
