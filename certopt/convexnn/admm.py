@@ -28,7 +28,7 @@ replaced by the safeguarded type-II Anderson extrapolation for the map T^k
 from the last m pairs (p, T^k(p)) (:mod:`certopt.core.anderson`); an
 extrapolated point is kept only when its fixed-point residual ||T^k(p) - p||
 did not grow, otherwise the iteration goes on from the plain point.  Measured:
-2-4x fewer iterations on the tests' small problems; on the benchmark problem
+1.7-5x fewer iterations on the tests' small problems; on the benchmark problem
 (n = 2000, d = 50, P = 100) about the same number as plain ADMM (2570 vs 2530
 to 1e-4 in F), for ~5% more time per iteration.
 
@@ -39,9 +39,9 @@ RHO_MIN_INTERVAL iterations; the scaled duals are rescaled by rho_old /
 rho_new (so z, s, t and the unscaled multipliers are unchanged) and the
 Anderson memory is cleared.  For the squared loss this refactors the u-system.
 Off by default: on the benchmark problem the relative dual residual stays
-~30x above the primal one, the rule lowers rho (to 0.2x), and the objective
-converges far slower (at 3000 iterations: G error 1.5e-3 against 6e-5 with
-the fixed default); fixed rho = 3x / 0.5x the default were also slower there
+10-35x above the primal one, the rule lowers rho (to 0.2x), and the objective
+converges far slower (at 3000 iterations G(s) is 1.5e-3 below the optimum,
+against 6e-5 with the fixed default); fixed rho = 3x / 0.5x the default were also slower there
 (2830 iterations / not within 1e-4 in 3000), while at n = 1000, d = 20,
 P = 50 3x the default needed 1290 iterations against 3710: the best rho
 depends on the problem, and these residuals do not say which.
