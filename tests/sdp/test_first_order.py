@@ -194,3 +194,28 @@ def test_envelope_gradient_matches_finite_differences(norm):
         (evaluate(z + step * e, width)[0] - evaluate(z - step * e, width)[0]) / (2 * step)
         for e in torch.eye(len(z), dtype=torch.float64)])
     assert float((grad - numeric).abs().max()) <= 1e-6 * float(numeric.abs().max())
+
+
+@pytest.mark.parametrize("prefix", [0, 5])
+def test_block_cholesky_solves(prefix):
+    """``S = LLᵀ`` with a diagonal leading block eliminated first, against a dense solve."""
+    from certopt.sdp.first_order import _BlockCholesky
+
+    gen = torch.Generator().manual_seed(0)
+    d = torch.rand(5, dtype=torch.float64, generator=gen) + 1
+    coupling = torch.randn(5, 7, dtype=torch.float64, generator=gen)
+    a = torch.randn(7, 7, dtype=torch.float64, generator=gen)
+    tail = a @ a.T + coupling.T @ (coupling / d[:, None]) + torch.eye(7, dtype=torch.float64)
+    s = torch.cat([torch.cat([torch.diag(d), coupling], 1), torch.cat([coupling.T, tail], 1)])
+    rhs = torch.randn(12, 3, dtype=torch.float64, generator=gen)
+    factor = _BlockCholesky.factor(s, prefix)
+    half = factor.solve_lower(rhs)
+    torch.testing.assert_close(factor.solve_upper(half), torch.linalg.solve(s, rhs),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(half.T @ half, rhs.T @ torch.linalg.solve(s, rhs),
+                               rtol=1e-12, atol=1e-12)
+    s[0, 1] = s[1, 0] = 0.1  # no longer diagonal: falls back to plain Cholesky
+    torch.testing.assert_close(_BlockCholesky.factor(s, prefix).solve_upper(
+        _BlockCholesky.factor(s, prefix).solve_lower(rhs)), torch.linalg.solve(s, rhs),
+        rtol=1e-12, atol=1e-12)
+    assert _BlockCholesky.factor(-s, prefix) is None
