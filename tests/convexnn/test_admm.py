@@ -201,11 +201,23 @@ def test_direct_and_cg_u_solves_equal_a_dense_solve(weight):
                                    atol=1e-9 * np.abs(expected @ X.T).max())
 
 
-def test_cg_admm_equals_direct_admm_and_cvxpy():
+def test_cg_admm_equals_direct_admm_and_cvxpy(monkeypatch):
     problem = _small_regression("logistic")
     reference = solve_cvxpy(problem, SolverOptions())
     direct = solve_admm(problem, SolverOptions(tol=1e-7, max_iter=20_000, linear_solver="direct"))
-    cg = solve_admm(problem, SolverOptions(tol=1e-7, max_iter=20_000, linear_solver="cg"))
+    from certopt.convexnn import admm
+
+    built = []
+
+    class RecordedCG(admm._ConjugateGradientSolve):
+        def __init__(self, *args, **kwargs):
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(admm, "_ConjugateGradientSolve", RecordedCG)
+    monkeypatch.setattr(admm, "DIRECT_MAX_SAMPLES", 10)  # n = 40: "auto" must pick CG
+    cg = solve_admm(problem, SolverOptions(tol=1e-7, max_iter=20_000, linear_solver="auto"))
+    assert len(built) == 1 and built[0].steps > 0
     assert cg.status is Status.OPTIMAL
     assert cg.objective == pytest.approx(direct.objective, rel=1e-6)
     assert cg.objective == pytest.approx(reference.objective, rel=1e-4)
