@@ -117,6 +117,9 @@ DIRECT_MAX_SAMPLES = 8000
 CG_TOL_PER_TOL = 1e-2
 """Relative residual of the CG u-solve, as a multiple of the ADMM tolerance."""
 
+CG_SETUP_ELEMENTS = 2 ** 24
+"""Bound on the temporary (patterns x d x n) block built while forming X^T D_i X."""
+
 RHO_PER_LAM = {"squared": 1.0, "logistic": 1.0, "hinge": 0.1}
 """Default rho / lam per loss (best of 0.1, 1, 10 on the tests' and benchmark's data)."""
 
@@ -196,7 +199,9 @@ class _ConjugateGradientSolve:
     def __init__(self, ops: _Operators, tol: float, max_steps: int = 500):
         self.ops, self.tol, self.max_steps = ops, tol, max_steps
         X, D = ops.X, ops.D
-        self.XtDX = torch.einsum("pn,nd,ne->pde", D, X, X)  # X^T D_i X, (P, d, d)
+        chunk = max(1, CG_SETUP_ELEMENTS // (X.shape[0] * X.shape[1]))  # patterns at a time
+        self.XtDX = torch.cat([(X.T * rows[:, None, :]) @ X  # X^T D_i X, (P, d, d)
+                               for rows in D.split(chunk)])
         self.weight = math.nan
         self.preconditioner: torch.Tensor | None = None
         self.u: torch.Tensor | None = None
