@@ -14,19 +14,19 @@ eps -> eps / sigma, u -> sigma u), the same program with balanced blocks.
 Per iteration: one solve with the Cholesky factor of
 ``a (F^T F + R^T R) + G^T G + Q^T Q + I`` (computed once; block penalties
 rho a for (z, r) and rho for the others, fixed: ``LOSS_WEIGHT`` = 1 and
-``DEFAULT_RHO`` = 1e-3 were the best of a grid on the test problems, 5-50x
-fewer iterations than a = 0.01, rho = 0.01; OSQP-style residual balancing
+``RHO_PER_LAM`` were the best of a grid on the test problems, 5-50x fewer
+iterations than a = 0.01, rho = 0.01; OSQP-style residual balancing
 diverged or slowed this splitting), over-relaxation, then batched
 proximal maps:
 
 * prox of the worst-case loss / rho, per sample, exactly (by sorting; see
   :meth:`RobustLoss.prox`);
-* projection onto C, per group (bisection, then the exact root of the final
-  linear piece; see :func:`project_robust_cone`);
+* projection onto C, per group (Newton on a convex piecewise-linear
+  equation, exact; see :func:`project_robust_cone`);
 * group soft-thresholding for s.
 
-Polish (:mod:`robust_polish`) at iterations 50, 100, 200, ... and at the
-last one: Newton on the piece the split variables identify.  A polished
+Polish (:mod:`robust_polish`) at iterations 50, 100, 200, 400, then every
+500 and at the last one: Newton on the piece the split variables identify.  A polished
 point is kept when it satisfies the robust cones (``FEASIBILITY``); its
 multipliers give a dual bound that is tight when the piece is right, which
 is what ends most solves (measured on the tests' problems: certified
@@ -75,14 +75,16 @@ CHECK_EVERY = 10
 LOSS_WEIGHT = 1.0
 """Relative penalty of the loss blocks (z, r); the cone blocks (t, q) and s have 1."""
 CONE_WEIGHT = 1.0
-DEFAULT_RHO = 0.001
-"""Penalty on the rescaled data (fixed; these block weights and rho were the best of a small
-grid on test problems; residual balancing made this splitting slower)."""
+RHO_PER_LAM = {"hinge": 0.5, "squared": 2.0}
+"""Default penalty rho / lam on the rescaled data, per loss (best of a grid of rho
+over 3e-4..3e-2 on the tests' problems, lam / sigma ~ 1.7e-3 there)."""
 RELAXATION = 1.6
 """Over-relaxation factor in (0, 2)."""
-BISECTION_STEPS = 30
+NEWTON_STEPS = 100
+"""Cap on the Newton steps of the robust-cone projection (they end in a few)."""
 FIRST_POLISH = 50
-"""Iteration of the first polish attempt; the next ones at 2x, 4x, ... and at the end."""
+POLISH_SPACING = 500
+"""Polish attempts at iterations 50, 100, 200, 400, then every 500, and at the last one."""
 FEASIBILITY = 1e-9
 """Largest robust-cone violation of an accepted polished point."""
 
@@ -91,32 +93,28 @@ def project_robust_cone(a: torch.Tensor, b: torch.Tensor, eps: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Project columns ``a`` (n, J) and rows ``b`` (J, d_f) onto C, group by group.
 
-    q = soft(b, theta), t = max(a, eps ||q||_1), theta the root of the
-    decreasing ``sum_k (eps ||soft(b, theta)||_1 - a_k)_+ - theta / eps``.
+    q = soft(b, theta), t = max(a, eps ||q||_1), theta the root of
+    ``g(theta) = sum_k (eps ||soft(b, theta)||_1 - a_k)_+ - theta / eps``,
+    which is convex, decreasing and piecewise linear with g(0) >= 0: Newton's
+    method from theta = 0 increases monotonically to the root and ends on
+    its linear piece after finitely many steps (exact up to round-off).
     """
     if eps == 0:
         return a.clamp(min=0.0), b
-
-    def excess(theta: torch.Tensor) -> torch.Tensor:
-        level = eps * soft_threshold(b, theta[:, None]).abs().sum(dim=1)
-        return torch.relu(level[None, :] - a).sum(dim=0) - theta / eps
-
-    low = torch.zeros(b.shape[0], dtype=b.dtype, device=b.device)
-    high = torch.maximum(b.abs().amax(dim=1) if b.shape[1] else low,
-                         eps * torch.relu(-a).sum(dim=0))
-    for _ in range(BISECTION_STEPS):
-        mid = 0.5 * (low + high)
-        positive = excess(mid) > 0
-        low, high = torch.where(positive, mid, low), torch.where(positive, high, mid)
-    # On the bracket's linear piece: c_a eps (S_m - m theta) - A = theta / eps.
-    mid = 0.5 * (low + high)
-    shrink = b.abs() > mid[:, None]
-    m, S_m = shrink.sum(dim=1).to(b.dtype), (b.abs() * shrink).sum(dim=1)
-    level = eps * soft_threshold(b, mid[:, None]).abs().sum(dim=1)
-    below = a < level[None, :]
-    c_a, A = below.sum(dim=0).to(b.dtype), (a * below).sum(dim=0)
-    exact = (c_a * eps * S_m - A) / (1 / eps + c_a * eps * m)
-    theta = torch.where((exact >= low) & (exact <= high), exact, mid)
+    magnitude = b.abs()
+    theta = torch.zeros(b.shape[0], dtype=b.dtype, device=b.device)
+    for step in range(NEWTON_STEPS):
+        shrink = magnitude > theta[:, None]
+        count, total = shrink.sum(dim=1).to(b.dtype), (magnitude * shrink).sum(dim=1)
+        level = eps * (total - count * theta)
+        above = a < level[None, :]
+        c_a = above.sum(dim=0).to(b.dtype)
+        excess = c_a * level - (a * above).sum(dim=0) - theta / eps
+        new = theta + excess / (c_a * eps * count + 1 / eps)
+        done = step % 4 == 3 and bool((new - theta).abs().max() <= 1e-15 * (1 + new.abs().max()))
+        theta = new
+        if done:
+            break
     q = soft_threshold(b, theta[:, None])
     return torch.maximum(a, eps * q.abs().sum(dim=1)[None, :]), q
 
@@ -125,7 +123,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     """Solve the robust program by ADMM on the problem's device; see the module docstring.
 
     Uses ``options.max_iter``, ``options.tol`` (relative certified gap),
-    ``options.rho`` (penalty on the rescaled data; default ``DEFAULT_RHO``) and
+    ``options.rho`` (penalty on the rescaled data; default ``RHO_PER_LAM``) and
     ``options.verbose``.
     """
     start = time.perf_counter()
@@ -137,7 +135,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     lam = base.lam / sigma
     weights = (LOSS_WEIGHT, LOSS_WEIGHT, CONE_WEIGHT, CONE_WEIGHT, 1.0)   # blocks z, r, t, q, s
     factor = torch.linalg.cholesky(ops.gram(LOSS_WEIGHT, CONE_WEIGHT, 1.0))
-    rho = float(options.rho) if options.rho is not None else DEFAULT_RHO
+    rho = float(options.rho) if options.rho is not None else RHO_PER_LAM[loss.name] * lam
 
     u = torch.zeros(2 * P, base.n_features, dtype=base.X.dtype, device=base.X.device)
     split = (*ops.forward(u), u)                                   # (z, r, t, q, s)
@@ -172,7 +170,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             if bound > best_bound:
                 best_bound, best_scale = bound, scale
             if it >= next_polish or it == options.max_iter:
-                next_polish *= 2
+                next_polish = min(2 * next_polish, next_polish + POLISH_SPACING)
                 attempt = polish(ops, loss, base.y, lam, eps, split, tuple(multipliers[2:4]))
                 if attempt is not None:
                     point = attempt[0] / sigma
