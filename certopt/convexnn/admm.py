@@ -86,6 +86,7 @@ from certopt.convexnn.certificate import certify
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
 from certopt.core.anderson import AndersonAccelerator
+from certopt.core.arrays import check_scalar
 from certopt.core.errors import ConvergenceWarning, InputValueError
 from certopt.core.progress import progress
 from certopt.core.result import Status
@@ -395,7 +396,7 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     T = _FixedPointMap(problem, options, sigma)
     T.set_rho(float(options.rho) if options.rho is not None else default_rho(problem))
     alpha = RELAXATION
-    memory = int(options.anderson_memory)
+    memory = int(check_scalar(options.anderson_memory, "anderson_memory", low=0, integer=True))
     accelerator = AndersonAccelerator(memory) if memory > 0 else None
     like = {"dtype": problem.X.dtype, "device": problem.X.device}
     p = anchor = torch.zeros(sum(T.sizes), **like)

@@ -224,8 +224,10 @@ def test_cg_admm_equals_direct_admm_and_cvxpy(monkeypatch):
     assert cg.lower_bound <= reference.objective + 1e-9
 
 
-def test_unknown_linear_solver_is_a_clear_error():
+def test_bad_acceleration_and_solver_options_are_clear_errors():
     from certopt.core.errors import InputValueError
 
     with pytest.raises(InputValueError, match="linear_solver"):
         solve_admm(_small_regression(), SolverOptions(linear_solver="lu"))
+    with pytest.raises(InputValueError, match="anderson_memory"):
+        solve_admm(_small_regression(), SolverOptions(anderson_memory=-1))
