@@ -110,9 +110,10 @@ class FirstOrderSolution:
         ``F`` at the returned point: ``ρ`` (ℓ2) or ``Σγ`` (ℓ∞), computed in the
         working dtype; the caller verifies it in float64.
     status:
-        ``OPTIMAL`` when the best value improved by less than ``tol`` (relative)
-        over the last ``patience`` iterations, ``MAX_ITER`` otherwise,
-        ``NUMERICAL`` when no iterate could be evaluated.
+        ``OPTIMAL`` when, at the finest smoothing, the smoothed objective
+        improved by less than ``tol`` (relative) over the last ``patience``
+        iterations; ``MAX_ITER`` otherwise; ``NUMERICAL`` when no iterate could
+        be evaluated.
     n_iter, solve_time, history:
         Iterations, wall time in seconds; ``history["value"]`` is the
         per-iteration ``F``, ``history["evaluations"]`` the running count of
@@ -191,8 +192,8 @@ def _sector(stage: Stage, number: int) -> tuple[np.ndarray, np.ndarray]:
     if sector is None or constraints:
         raise UnsupportedError(
             f"method='first-order': stage {number} ({stage.label or type(stage.qc).__name__}) "
-            f"uses {type(stage.qc).__name__}, which declares no sector (slopes [α, β]) and "
-            "no unconstrained multipliers; use method='lipsdp'")
+            f"uses {type(stage.qc).__name__}, which declares no sector (slopes [α, β]) or "
+            "constrains its multipliers beyond their signs; use method='lipsdp'")
     return sector
 
 
