@@ -68,7 +68,9 @@ T(p) of the current point): primal residual
 and dual residual rho ||F^T dz + ds + G^T dt|| <= tol rho max(||F^T a||, ||b||, ||G^T c||),
 where u is the u-step from p, (z, s, t, a, b, c) the prox outputs at T(p)
 and d(.) their change from those at p (the sum F^T a + b + G^T c vanishes
-at every plain iterate, so its parts give the scale).  The returned point is s
+at the optimum, so its parts give the scale; for the folded squared loss, a
+is the equivalent scaled multiplier (F u - y) / (n rho), so that both forms
+of the squared loss stop alike).  The returned point is s
 of T(p) (exactly group sparse), certified by
 :func:`certopt.convexnn.certificate.certify` with the cone multipliers
 mu = -rho c_v, nu = -rho c_w (rho the current penalty).
@@ -357,18 +359,19 @@ class _FixedPointMap:
         torch.mul(self.ops.S, XU, out=Au_t)
         return Au, Fu
 
-    def dual_norms(self, change: torch.Tensor, duals: torch.Tensor) -> tuple[float, float]:
+    def dual_norms(self, change: torch.Tensor, duals: torch.Tensor, Fu: torch.Tensor
+                   ) -> tuple[float, float]:
         """(||F^T dz + ds + G^T dt||, max(||F^T a||, ||b||, ||G^T c||)) for flat (dz, ds, dt)
-        and (a, b, c)."""
+        and (a, b, c); for the folded squared loss a is its equivalent (F u - y) / (n rho)."""
         ops = self.ops
         folded = self.block.size == 0
         dz, ds, dt = self.split(change)
         a, b, c = self.split(duals)
         total = ops.adjoint(None if folded else dz, dt) + ds
+        a = self.block.multiplier(a, Fu, self.rho) / self.rho
         parts = [float(torch.linalg.vector_norm(ops.adjoint(None, c))),
-                 float(torch.linalg.vector_norm(b))]
-        if not folded:
-            parts.append(float(torch.linalg.vector_norm(ops.apply_Ft(a))))
+                 float(torch.linalg.vector_norm(b)),
+                 float(torch.linalg.vector_norm(ops.apply_Ft(a)))]
         return float(torch.linalg.vector_norm(total)), max(parts)
 
 
@@ -420,7 +423,7 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
             primal_res = float(torch.linalg.vector_norm(Au - x_next))
             primal_scale = max(float(torch.linalg.vector_norm(Au)),
                                float(torch.linalg.vector_norm(x_next)))
-            change_norm, dual_size = T.dual_norms(x_next - x, duals)
+            change_norm, dual_size = T.dual_norms(x_next - x, duals, Fu)
             dual_res, dual_scale = T.rho * change_norm, T.rho * dual_size
             s = T.split(x_next)[1]
             history["primal_residual"].append(primal_res)
