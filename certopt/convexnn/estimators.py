@@ -203,7 +203,8 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     trains against ell_inf perturbations of radius eps (math note section 7,
     hinge or squared loss, binary labels) through
     :func:`certopt.convexnn.robust.fit_robust` and sets ``robust_loss_``, the
-    certified worst-case mean training loss of the returned network.  Other parameters as :class:`ConvexReLURegressor`.
+    certified worst-case mean training loss of the returned network.  Other
+    parameters as :class:`ConvexReLURegressor`.
     """
 
     def __init__(self, loss: str = "hinge", lam: float = 1e-3, n_patterns: int | str = 100,
