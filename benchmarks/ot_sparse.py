@@ -28,8 +28,7 @@ hold one block of at most 2**18 costs (2 MiB in float64) on CPU.
 ``--hot-loops`` times the two hot loops per pass instead (the issue's
 performance section): one log-domain Sinkhorn iteration (two log-sum-exp
 passes) materialising ``(g - C)/eps`` with ``torch.logsumexp`` vs certopt's
-streamed pass on C, on the point cloud, and with ``compile_kernel``
-(``torch.compile``); one sparse semi-dual evaluation with a materialised
+streamed pass on C and on the point cloud; one sparse semi-dual evaluation with a materialised
 ``alpha - C^T`` and one ``topk`` vs the streamed pass on C and on the cloud.
 
 Sizes: 300, 1000, 2000 by default; ``--quick``: 300 (< 1 minute);
@@ -186,7 +185,7 @@ def solver_table(sizes, methods, device, pot_max):
 
 def _per_call(fn, device, repeat) -> tuple[float, float]:
     """Median milliseconds of ``repeat`` calls and the peak MiB one call adds
-    (after one warm-up call, which compiles and builds lazy copies)."""
+    (after one warm-up call, which builds lazy copies)."""
     fn()
     with PeakMemory(device) as memory:
         fn()
@@ -203,8 +202,8 @@ def _per_call(fn, device, repeat) -> tuple[float, float]:
 
 
 def hot_loop_row(n: int, device: torch.device, repeat: int) -> list[tuple[float, float]]:
-    """``(milliseconds, peak MiB)`` per Sinkhorn iteration (materialised, C, cloud,
-    compiled) and per sparse semi-dual evaluation (materialised, C, cloud) at size ``n``."""
+    """``(milliseconds, peak MiB)`` per Sinkhorn iteration and per sparse semi-dual
+    evaluation (each: materialised, streamed on C, streamed on the cloud) at size ``n``."""
     eps = 0.01
     a, b, cost, cloud = make_problem(n)
     dense_problem = TransportProblem.from_inputs(*on_device(a, b, cost, device))
@@ -217,9 +216,9 @@ def hot_loop_row(n: int, device: torch.device, repeat: int) -> list[tuple[float,
         f = -eps * torch.logsumexp((g.unsqueeze(0) - C) / eps, dim=1)
         return -eps * torch.logsumexp((f.unsqueeze(1) - C) / eps, dim=0)
 
-    def streamed_sinkhorn(problem, compiled=False):
-        f = -eps * logsumexp_pass(problem.geometry, g, eps, dim=1, compiled=compiled)
-        return -eps * logsumexp_pass(problem.geometry, f, eps, dim=0, compiled=compiled)
+    def streamed_sinkhorn(problem):
+        f = -eps * logsumexp_pass(problem.geometry, g, eps, dim=1)
+        return -eps * logsumexp_pass(problem.geometry, f, eps, dim=0)
 
     def materialised_sparse():        # the whole evaluation on a materialised alpha - C^T
         values, rows = top_k_last(alpha.unsqueeze(0) - C.T, K)
@@ -233,7 +232,6 @@ def hot_loop_row(n: int, device: torch.device, repeat: int) -> list[tuple[float,
     calls = [materialised_sinkhorn,
              lambda: streamed_sinkhorn(dense_problem),
              lambda: streamed_sinkhorn(cloud_problem),
-             lambda: streamed_sinkhorn(dense_problem, compiled=True),
              materialised_sparse,
              lambda: dense_duals.semi_dual(alpha),
              lambda: cloud_duals.semi_dual(alpha)]
@@ -246,8 +244,8 @@ def hot_loop_table(sizes, device):
           f"'materialised' builds n x m temporaries, the others stream blocks of <= "
           f"{CPU_BLOCK_ENTRIES} costs on CPU (C: the solver's stored copy, and for the "
           f"sparse pass its transpose, are not counted)")
-    names = ["sinkhorn materialised", "sinkhorn C", "sinkhorn cloud", "sinkhorn compiled",
-             "sparse materialised", "sparse C", "sparse cloud"]
+    names = ["sinkhorn materialised", "sinkhorn C", "sinkhorn cloud", "sparse materialised",
+             "sparse C", "sparse cloud"]
     header = f"{'n':>6} | " + " | ".join(f"{name:>21}" for name in names)
     print(header)
     print("-" * len(header))

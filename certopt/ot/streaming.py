@@ -27,7 +27,6 @@ fits in one block (``n`` or ``m`` up to ``2**18`` on CPU) no merge happens.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -61,7 +60,7 @@ def tile_plan(kept: int, reduced: int, entries: int) -> Iterator[tuple[slice, li
 
 
 def logsumexp_pass(cost: CostGeometry, potential: torch.Tensor, reg: float, dim: int,
-                   entries: int | None = None, compiled: bool = False) -> torch.Tensor:
+                   entries: int | None = None) -> torch.Tensor:
     """Log-sum-exp of ``(potential - C) / reg`` along ``dim`` of ``C``, streamed.
 
     ``dim = 1``: ``out_i = log sum_j exp((potential_j - C_ij) / reg)``
@@ -70,10 +69,7 @@ def logsumexp_pass(cost: CostGeometry, potential: torch.Tensor, reg: float, dim:
     (``potential`` length ``n``, ``out`` length ``m``).  Entries of
     ``potential`` may be ``-inf`` (zero weights); an all ``-inf`` sum is ``-inf``.
     Equal to ``torch.logsumexp`` of the materialised matrix up to round-off.
-    ``compiled=True`` runs each block through :data:`fused_block_logsumexp`
-    (``torch.compile``: one fused loop per block, no ``z`` temporary).
     """
-    kernel = fused_block_logsumexp if compiled else block_logsumexp
     n, m = cost.shape
     entries = block_entries(cost.device) if entries is None else entries
     kept_size, reduced_size = (n, m) if dim == 1 else (m, n)
@@ -82,7 +78,7 @@ def logsumexp_pass(cost: CostGeometry, potential: torch.Tensor, reg: float, dim:
         run_max = run_sum = None
         for reduced in reduced_chunks:
             block = cost.block(kept, reduced) if dim == 1 else cost.block(reduced, kept)
-            block_max, block_sum = kernel(potential[reduced], block, reg, dim)
+            block_max, block_sum = block_logsumexp(potential[reduced], block, reg, dim)
             if run_max is None:
                 run_max, run_sum = block_max, block_sum
                 continue
@@ -103,40 +99,6 @@ def block_logsumexp(potential: torch.Tensor, block: torch.Tensor, reg: float, di
     block_max = scores.amax(dim)
     shift = torch.where(torch.isfinite(block_max), block_max, torch.zeros_like(block_max))
     return block_max, torch.exp(scores - shift.unsqueeze(dim)).sum(dim)
-
-
-class CompiledKernel:
-    """``torch.compile(kernel, dynamic=True)`` on first call, the eager ``kernel`` if that fails.
-
-    Compiling needs a working backend (on CPU, inductor needs a C++
-    compiler); any failure, at compile time or on a later shape, is reported
-    once as a :class:`RuntimeWarning` and the eager kernel (same arithmetic)
-    is used from then on.
-    """
-
-    def __init__(self, kernel: Callable):
-        self.kernel = kernel
-        self.compiled: Callable | None = None
-        self.failed = False
-
-    def __call__(self, *args):
-        if self.failed:
-            return self.kernel(*args)
-        try:
-            if self.compiled is None:
-                self.compiled = torch.compile(self.kernel, dynamic=True)
-            return self.compiled(*args)
-        except Exception as exc:   # noqa: BLE001 (backends fail in many ways; eager is exact)
-            self.failed = True
-            warnings.warn(f"torch.compile of {self.kernel.__name__} failed "
-                          f"({type(exc).__name__}: {str(exc)[:200]}); using the eager kernel",
-                          RuntimeWarning, stacklevel=2)
-            return self.kernel(*args)
-
-
-fused_block_logsumexp = CompiledKernel(block_logsumexp)
-""":func:`block_logsumexp` compiled: about 1.5x faster per Sinkhorn iteration on one CPU
-thread at n = 2000 (after a one-off compile of about 10 s); see ``benchmarks/ot_sparse.py``."""
 
 
 def _finite_shift(old_max: torch.Tensor, new_max: torch.Tensor) -> torch.Tensor:

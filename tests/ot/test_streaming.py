@@ -12,7 +12,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certopt import ot as cot
 from certopt.ot import streaming
 from certopt.ot.geometry import DenseCost
 from certopt.ot.problem import TransportProblem
@@ -135,38 +134,3 @@ def test_assemble_and_inner_product_block_by_block(entries):
     torch.testing.assert_close(streaming.inner_product(cost, plan, entries), (C * plan).sum(),
                                rtol=1e-13, atol=0)
 
-
-def _sinkhorn_problem():
-    return point_cloud_problem(30, 20, seed=5)
-
-
-def test_compiled_kernel_falls_back_to_eager_when_compile_fails(monkeypatch):
-    def broken_compile(*args, **kwargs):
-        raise RuntimeError("no C++ compiler")
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    kernel = streaming.CompiledKernel(streaming.block_logsumexp)
-    monkeypatch.setattr(streaming, "fused_block_logsumexp", kernel)
-    a, b, C = _sinkhorn_problem()
-    eager = cot.sinkhorn(a, b, C, reg=0.05)
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        fused = cot.sinkhorn(a, b, C, reg=0.05, compile_kernel=True)
-    assert kernel.failed
-    np.testing.assert_array_equal(fused.plan, eager.plan)
-
-
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")     # raised inside torch's compiler
-def test_compiled_kernel_equals_the_eager_kernel():
-    # a fresh kernel: a real torch.compile (inductor; about 10 s cold on CPU)
-    kernel = streaming.CompiledKernel(streaming.block_logsumexp)
-    C, cost = _cost(23, 17, seed=6)
-    potential = torch.tensor(np.random.default_rng(7).normal(size=17))
-    potential[3] = -torch.inf
-    for dim, chunk in ((1, potential), (0, potential.repeat(2)[:23])):
-        eager = streaming.block_logsumexp(chunk, C, 0.05, dim)
-        fused = kernel(chunk, C, 0.05, dim)
-        if kernel.failed:
-            pytest.skip("torch.compile is unavailable here")
-        for ours, theirs in zip(fused, eager):
-            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
