@@ -35,6 +35,16 @@ Sizes: 300, 1000, 2000 by default; ``--quick``: 300 (< 1 minute);
 ``--large`` adds 5000 (POT takes many minutes there:
 ``--pot-max``, default 2000, is the largest n POT runs on).  ``--device
 cuda`` runs certopt on the GPU at 2000, 5000, 10000, 20000 in float32.
+
+Measured (2 shared CPU cores under load 4-7, one torch thread; times are
+noisy): semi-dual, POT / certopt C / certopt cloud: n = 2000: 89 s / 8.5 s /
+19.7 s, peak 122 / 161 / 101 MiB, L1 marginal error 2.2e-3 / 9.9e-7 /
+9.8e-7; n = 5000: 1480 s / 59 s / 324 s, peak 764 / 808 / 436 MiB, error
+3.1e-3 / 8.8e-7 / 1.2e-6.  Dual at n = 2000: 305 s (500-iteration cap,
+error 2.9e-2) / 30 s / 47 s.  Per pass at n = 5000 (``--hot-loops``):
+Sinkhorn iteration materialised 3.6 s and 382 MiB, streamed on C 1.2 s and
+18 MiB, on the cloud 2.1 s and 17 MiB; sparse evaluation materialised 1.4 s
+and 191 MiB, streamed on C 0.35 s and 11 MiB, on the cloud 0.85 s and 13 MiB.
 """
 
 from __future__ import annotations
