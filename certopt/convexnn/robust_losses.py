@@ -235,7 +235,8 @@ class RobustSquared(RobustLoss):
         sign = r.sign() if eps > 0 else torch.zeros_like(r)
         # m_k = g_k^T w + s_k y_k with g_k = (-s_k at z_k, eps sign(r_k) at r_k)
         g = torch.zeros(n, n + r.numel(), dtype=z.dtype, device=z.device)
-        g[torch.arange(n), torch.arange(n)] = -residual_sign
+        diagonal = torch.arange(n, device=z.device)
+        g[diagonal, diagonal] = -residual_sign
         g[:, n:] = (torch.eye(n, dtype=z.dtype, device=z.device)[:, :, None]
                     * (eps * sign)[None]).reshape(n, -1)
         offset = residual_sign * y
@@ -243,7 +244,7 @@ class RobustSquared(RobustLoss):
         c = g.T @ offset / n
         zero_residual = (residual_sign == 0).nonzero().flatten()
         rows = [torch.zeros(zero_residual.shape[0], n + r.numel(), dtype=z.dtype, device=z.device)]
-        rows[0][torch.arange(zero_residual.shape[0]), zero_residual] = 1.0
+        rows[0][torch.arange(zero_residual.shape[0], device=z.device), zero_residual] = 1.0
         rhs = [y[zero_residual]]
         if eps > 0:
             zeros = _zero_rows(r, torch.ones_like(y, dtype=torch.bool), n)

@@ -17,8 +17,12 @@ Vandenberghe section 10.2).  The equality multipliers give a dual point
 (a, r_dual, t_dual, q_dual) for :meth:`GroupOperators.dual_bound` on the
 support groups; the other groups keep the ADMM's cone multipliers.
 
-The caller accepts the polished point only if it is feasible for the robust
-cones and certifies a smaller gap: a wrong piece guess costs one solve.
+Each Newton solve is followed by a primal-dual active-set step (kinks whose
+multipliers have the wrong sign leave the piece, cones the new point
+violates join it), up to ``PIECE_ROUNDS`` solves.  The caller keeps a
+polished point only if it satisfies the robust cones, and returns it only
+if its certified objective is not above the ADMM iterate's: a wrong piece
+guess costs a few dense solves and nothing else.
 The dense system has (support coordinates + active rows) unknowns; above
 ``MAX_UNKNOWNS`` the polish is skipped.
 """
