@@ -41,7 +41,8 @@ noisy): semi-dual, POT / certopt C / certopt cloud: n = 2000: 89 s / 8.5 s /
 19.7 s, peak 122 / 161 / 101 MiB, L1 marginal error 2.2e-3 / 9.9e-7 /
 9.8e-7; n = 5000: 1480 s / 59 s / 324 s, peak 764 / 808 / 436 MiB, error
 3.1e-3 / 8.8e-7 / 1.2e-6.  Dual at n = 2000: 305 s (500-iteration cap,
-error 2.9e-2) / 30 s / 47 s.  Per pass at n = 5000 (``--hot-loops``):
+error 2.9e-2) / 30 s / 47 s; at n = 5000 (POT not run): 214 s / 334 s,
+peak 806 / 430 MiB.  Per pass at n = 5000 (``--hot-loops``):
 Sinkhorn iteration materialised 3.6 s and 382 MiB, streamed on C 1.2 s and
 18 MiB, on the cloud 2.1 s and 17 MiB; sparse evaluation materialised 1.4 s
 and 191 MiB, streamed on C 0.35 s and 11 MiB, on the cloud 0.85 s and 13 MiB.
