@@ -153,8 +153,17 @@ class PointCloudCost(CostGeometry):
         self._set_points(x_t, y_t)
 
     def _set_points(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep the clouds and their copies centred at the common mean.
+
+        Blocks expand ``||u - v||^2 = ||u||^2 + ||v||^2 - 2<u, v>`` (one matrix
+        product), which cancels catastrophically when the clouds lie far from
+        the origin; distances do not change under a shift, so the expansion is
+        taken on the centred copies ``_xc``, ``_yc``.
+        """
         self.x, self.y = x, y
-        self.x_sq, self.y_sq = (x * x).sum(1), (y * y).sum(1)
+        centre = torch.cat([x, y]).mean(0)
+        self._xc, self._yc = x - centre, y - centre
+        self._xc_sq, self._yc_sq = self._xc.square().sum(1), self._yc.square().sum(1)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -177,10 +186,10 @@ class PointCloudCost(CostGeometry):
         return costs.mul_(self.scale) if self.scale != 1.0 else costs
 
     def block(self, rows: slice, cols: slice) -> torch.Tensor:
-        return self._pairwise(self.x[rows], self.x_sq[rows], self.y[cols], self.y_sq[cols])
+        return self._pairwise(self._xc[rows], self._xc_sq[rows], self._yc[cols], self._yc_sq[cols])
 
     def block_t(self, cols: slice, rows: slice) -> torch.Tensor:
-        return self._pairwise(self.y[cols], self.y_sq[cols], self.x[rows], self.x_sq[rows])
+        return self._pairwise(self._yc[cols], self._yc_sq[cols], self._xc[rows], self._xc_sq[rows])
 
     def entries(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         squared = (self.x[rows] - self.y[cols]).square().sum(-1)
