@@ -23,7 +23,7 @@ the loss is folded into step 2 with c_F = 1/(n rho) and e = y (the seed
 paper's form); otherwise c_F = 1 and e = z - a.
 
 Anderson acceleration (``options.anderson_memory`` = m > 0, default
-ANDERSON_MEMORY): every ANDERSON_INTERVAL = k iterations, the point is
+10, in SolverOptions): every ANDERSON_INTERVAL = k iterations, the point is
 replaced by the safeguarded type-II Anderson extrapolation for the map T^k
 from the last m pairs (p, T^k(p)) (:mod:`certopt.core.anderson`); an
 extrapolated point is kept only when its fixed-point residual ||T^k(p) - p||
@@ -34,7 +34,8 @@ to 1e-4 in F), for ~5% more time per iteration.
 
 Adaptive rho (``options.adaptive_rho``): at a residual check, when the
 relative primal and dual residuals differ by more than RHO_IMBALANCE, rho is
-multiplied by sqrt(primal / dual) (the OSQP rule), at most once every
+multiplied by sqrt(primal / dual) (the OSQP rule, clipped to a factor of
+RHO_MAX_FACTOR either way), at most once every
 RHO_MIN_INTERVAL iterations; the scaled duals are rescaled by rho_old /
 rho_new (so z, s, t and the unscaled multipliers are unchanged) and the
 Anderson memory is cleared.  For the squared loss this refactors the u-system.
@@ -99,8 +100,6 @@ CHECK_EVERY = 10
 RELAXATION = 1.8
 """Over-relaxation parameter alpha in (0, 2) (Boyd et al. 2011, section 3.4.3)."""
 
-ANDERSON_MEMORY = 10
-"""Default memory of the Anderson acceleration (0 turns it off)."""
 
 ANDERSON_INTERVAL = 10
 """Anderson steps are taken on T^ANDERSON_INTERVAL: one extrapolation per that many
@@ -113,6 +112,9 @@ RHO_IMBALANCE = 10.0
 
 RHO_MIN_INTERVAL = 100
 """Iterations between two changes of rho."""
+
+RHO_MAX_FACTOR = 10.0
+"""Bound on one change of rho (either way), so rho stays positive and finite."""
 
 DIRECT_MAX_SAMPLES = 8000
 """``linear_solver="auto"`` uses the direct (n x n) solve up to this n, CG above."""
@@ -234,7 +236,10 @@ class _ConjugateGradientSolve:
             if float(torch.linalg.vector_norm(r)) <= threshold:
                 break
             image = self._apply(direction)
-            step = rz / float((direction * image).sum())
+            curvature = float((direction * image).sum())
+            if rz <= 0.0 or curvature <= 0.0:  # exact solution, or round-off at its level
+                break
+            step = rz / curvature
             u = u + step * direction
             r = r - step * image
             z = self._precondition(r)
@@ -443,7 +448,8 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
                 break
             if it == options.max_iter:
                 break
-            imbalance = math.sqrt(primal_rel / max(dual_rel, 1e-300))
+            imbalance = min(max(math.sqrt(primal_rel / max(dual_rel, 1e-300)),
+                                1.0 / RHO_MAX_FACTOR), RHO_MAX_FACTOR)
             if (options.adaptive_rho and it - last_rho_change >= RHO_MIN_INTERVAL
                     and not 1.0 / RHO_IMBALANCE <= imbalance ** 2 <= RHO_IMBALANCE):
                 # keep z, s, t and the unscaled multipliers: scaled duals times rho_old/rho_new

@@ -188,7 +188,10 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     Returns a :class:`ConvexNNResult` for ``problem`` (all its P patterns):
     ``v, w`` (P, d) are zero outside the support; ``objective`` is F of the
     returned network; ``status`` is the worse of the two steps' statuses
-    (MAX_ITER with a ConvergenceWarning when either stopped early).
+    (MAX_ITER with a ConvergenceWarning when either stopped early), and
+    INACCURATE (with the warning) when patterns outside the support still
+    violate their dual constraint after WORKING_SET_ROUNDS re-solves
+    (``residuals["violated_patterns"]`` counts them).
     """
     start = time.perf_counter()
     screening = dataclasses.replace(options, tol=max(options.tol, SCREENING_TOL))
@@ -216,9 +219,15 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
                 screened = True
     if status is Status.OPTIMAL:
         status = network.status
+    if status is Status.OPTIMAL and bool(missing.any()):
+        # Optimal on the support, but some pattern's dual constraint is still violated:
+        # the network need not be optimal over all P patterns.
+        status = Status.INACCURATE
     if status is not Status.OPTIMAL:
+        reason = (f"{int(missing.sum())} patterns still violated after {WORKING_SET_ROUNDS} "
+                  "working-set rounds" if bool(missing.any()) else "FISTA max_iter")
         warnings.warn(f"sampled: stopped with status {status.value} "
-                      f"({'; '.join(str(w.message) for w in caught) or 'FISTA max_iter'})",
+                      f"({'; '.join(str(w.message) for w in caught) or reason})",
                       ConvergenceWarning, stacklevel=2)
     v = torch.zeros_like(u).index_put_((support,), network.v)
     w = torch.zeros_like(u).index_put_((support,), network.w)
@@ -228,5 +237,6 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
         n_iter=n_iter, solve_time=time.perf_counter() - start,
         solver="sampled",
         residuals={"gated_objective": gated_objective, "support_size": float(support.sum()),
-                   "gated_support_size": float(gated_support)},
+                   "gated_support_size": float(gated_support),
+                   "violated_patterns": float(missing.sum())},
     )

@@ -61,7 +61,8 @@ def _first_order(program: Program, norm: str, solver: str | None = None, *,
 
 def _auto(program: Program, norm: str, solver: str | None = None, **options: Any
           ) -> SDPSolution:
-    if program.state_dim <= AUTO_STATE_DIM:
+    first_order_ready = all(stage.qc.sector() is not None for stage in program.stages)
+    if program.state_dim <= AUTO_STATE_DIM or not first_order_ready:
         return solve_lipsdp(program, norm, solver, **options)
     return _first_order(program, norm, solver, **options)
 

@@ -157,7 +157,7 @@ def test_anderson_acceleration_needs_fewer_iterations_to_the_cvxpy_optimum(loss)
     fast = solve_admm(problem, SolverOptions(tol=1e-6, max_iter=20_000, anderson_memory=10,
                                              adaptive_rho=False))
     assert plain.status is Status.OPTIMAL and fast.status is Status.OPTIMAL
-    assert fast.n_iter < plain.n_iter  # measured: 610 vs 2680 (squared), 610 vs 1020
+    assert fast.n_iter <= 0.75 * plain.n_iter  # measured: 610 vs 2680 (squared), 610 vs 1020
     assert fast.objective == pytest.approx(reference.objective, rel=1e-4)
     assert fast.lower_bound <= reference.objective + 1e-9
     assert fast.gap <= 1e-4 * fast.objective

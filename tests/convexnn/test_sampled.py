@@ -80,11 +80,11 @@ def test_sampled_network_is_the_constrained_optimum_on_its_support(seed):
     assert sampled.bound <= sampled.objective
     # the network is the constrained optimum on the support found (independent cvxpy model)
     assert sampled.objective == pytest.approx(reference.objective, rel=1e-4)
-    # Within 2% of the ADMM's F on all the patterns.  The gated support alone missed
-    # patterns the ReLU optimum uses (F 0.1%, 16% and 3.6% above the ADMM's on these
-    # seeds); the working set adds the patterns whose dual constraint the network
-    # violates (measured now: ratio 1.0000 on all three).
-    assert sampled.objective <= 1.02 * admm.objective
+    # The issue asks for 2% of the ADMM's F on all the patterns; we assert 0.1%.  The
+    # gated support alone missed patterns the ReLU optimum uses (F 0.1%, 16% and 3.6%
+    # above the ADMM's on these seeds); the working set adds the patterns whose dual
+    # constraint the network violates (measured now: ratio 1.0000 on all three).
+    assert sampled.residuals["violated_patterns"] == 0
     assert sampled.objective == pytest.approx(admm.objective, rel=1e-3)
 
 
