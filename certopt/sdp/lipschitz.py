@@ -11,7 +11,8 @@ Methods are dispatched through :data:`METHODS` (name -> function
 ``"lipsdp"`` is the cvxpy SDP of :mod:`certopt.sdp.reference`;
 ``"first-order"`` the GPU-ready solver of :mod:`certopt.sdp.first_order`
 (``solve_first_order(program, norm, ...)``); ``"auto"`` picks ``"lipsdp"`` when the LMI
-has at most :data:`AUTO_STATE_DIM` rows, else ``"first-order"``;
+has at most :data:`AUTO_STATE_DIM` rows or a quadratic constraint declares no sector
+(the first-order solver needs one), else ``"first-order"``;
 ``"naive"`` skips the SDP.
 """
 
