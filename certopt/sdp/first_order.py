@@ -27,8 +27,12 @@ with a :meth:`~certopt.sdp.program.QuadraticConstraint.sector` works
 (slope-restricted stages, :class:`~certopt.sdp.rules.GroupSortQC`).
 Nonnegative multipliers are parameterised as ``exp(η)`` (and ``g = exp(ζ)``),
 free ones (GroupSort's ``a``, ``b``) as the stage's starting weight times
-``η``; ``λ_max`` is
-smoothed by a log-sum-exp over the spectrum with width ``w = s·|F|``,
+``η``; ``F = (Σg)·λ_max`` is
+smoothed by a log-sum-exp over the spectrum, ``w·log Σ_i exp((Σg)·λ_i/w)``
+(``λ_i`` the eigenvalues of ``G^{-1/2} R G^{-1/2}``; ``Σg = 1`` in ℓ2), with
+width ``w = s·|F|`` on ``F``'s own scale, so that it is invariant to ``g → c·g``
+(a width on ``λ_max``'s scale is ``Σg`` times too coarse and stalled ℓ∞ above
+the SDP value),
 ``s = 10⁻¹, 10⁻², …, 10⁻⁵`` (continuation: ``s`` drops when the smoothed
 objective decreased by less than ``max(tol, 10⁻²s)·|F|`` over ``patience``
 iterations, restarting from the best point), plus the vanishing barrier
@@ -46,7 +50,7 @@ is a strictly feasible, naive-bound-like certificate built stage by stage
 Gradient (envelope theorem, no autograd through the factorisations).  With
 ``M_0(μ)`` the LMI matrix at ``γ = 0`` (so ``R = M_0,xφ S⁻¹ M_0,φx − M_0,xx``),
 ``U = [I; −S⁻¹M_0,φx]`` and the smoothed top eigenprojector ``P = V diag(p) Vᵀ``
-(``p`` the softmax weights of the spectrum),
+(``p = softmax((Σg)·λ/w)``),
 
     dF = (Σg)·⟨G^{-1/2} P G^{-1/2}, dR⟩ = −tr(Zᵀ dM_0 Z),   Z = U G^{-1/2} V diag(√(Σg)·√p),
 
@@ -356,9 +360,11 @@ class _Evaluation:
                 return None, None, math.inf
             if width is None:
                 return None, None, value
-            logits = (eig - top) / width
+            # smooth F = total·λ_max itself (width w on F's scale, not on λ_max's): the
+            # smoothed objective w·log Σ_i exp(total·λ_i/w) is then invariant to g → c·g
+            logits = total * (eig - top) / width
             weights = torch.softmax(logits, dim=0)
-            spectral = top + width * torch.logsumexp(logits, dim=0)
+            smooth = value + width * torch.logsumexp(logits, dim=0)
             keep = weights > 1e-14
             directions = vec[:, keep] * torch.sqrt(total * weights[keep])
             if scale is not None:
@@ -367,7 +373,6 @@ class _Evaluation:
             # barrier β Σ_j log(z_jᵀS⁻¹z_j) (fixed probes z_j; ≈ −β k log λ_min(S) near the
             # boundary), β = _BARRIER·width/k: its gradient −β Σ_j u_jᵀ dS u_j / q_j
             # (u_j = S⁻¹z_j, q_j = z_jᵀu_j) is the same trace with the columns √(β/q_j)·u_j
-            smooth = total * spectral
             if chol.order:
                 probes = self._probes(chol.order, z)
                 half = chol.solve_lower(probes)
@@ -381,7 +386,7 @@ class _Evaluation:
         grad = self._multiplier_gradient(z, columns)
         if self.norm == math.inf:
             g = torch.exp(self.param.log_shape(z))
-            shape_grad = g * spectral - total * (vec ** 2 @ (weights * eig))
+            shape_grad = g * (weights @ eig) - total * (vec ** 2 @ (weights * eig))
             grad[grad.shape[0] - n0:] += shape_grad
         return smooth, grad, value
 

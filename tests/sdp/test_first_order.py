@@ -194,6 +194,11 @@ def test_envelope_gradient_matches_finite_differences(norm):
         (evaluate(z + step * e, width)[0] - evaluate(z - step * e, width)[0]) / (2 * step)
         for e in torch.eye(len(z), dtype=torch.float64)])
     assert float((grad - numeric).abs().max()) <= 1e-6 * float(numeric.abs().max())
+    if norm == math.inf:  # smoothing on F's scale: invariant to rescaling the shape g
+        rescaled = z.clone()
+        rescaled[-5:] += 0.7
+        assert float(evaluate(rescaled, width)[0]) == pytest.approx(
+            float(evaluate(z, width)[0]), rel=1e-12)
 
 
 @pytest.mark.parametrize("prefix", [0, 5])
