@@ -116,8 +116,9 @@ class FirstOrderSolution:
     status:
         ``OPTIMAL`` when, at the finest smoothing, the smoothed objective
         improved by less than ``tol`` (relative) over the last ``patience``
-        iterations; ``MAX_ITER`` otherwise; ``NUMERICAL`` when no iterate could
-        be evaluated.
+        iterations; ``INACCURATE`` when, at the finest smoothing, not even a
+        steepest-descent step decreased it before that; ``MAX_ITER`` otherwise;
+        ``NUMERICAL`` when no iterate could be evaluated.
     n_iter, solve_time, history:
         Iterations, wall time in seconds; ``history["value"]`` is the
         per-iteration ``F``, ``history["evaluations"]`` the running count of
@@ -506,10 +507,10 @@ def solve_first_order(
             level_tol = (tol if final else max(tol, _LEVEL_TOL * smoothing)) * abs(best_value)
             stalled = len(level) > patience and level[-patience - 1] - level[-1] <= level_tol
             if stalled or line_search_failed:
-                line_search_failed = False
                 if final:
-                    status = Status.OPTIMAL
+                    status = Status.OPTIMAL if stalled else Status.INACCURATE
                     break
+                line_search_failed = False
                 smoothing = max(smoothing * _SMOOTH_FACTOR, _SMOOTH_END)
                 width = smoothing * abs(best_value)
                 z = best_point.clone()
