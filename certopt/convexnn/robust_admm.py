@@ -25,6 +25,15 @@ proximal maps:
   equation, exact; see :func:`project_robust_cone`);
 * group soft-thresholding for s.
 
+The iteration is written, as in :mod:`admm`, as a map p -> T(p) on the
+prox inputs p (split variables plus scaled duals; :class:`_RobustMap`), and
+Anderson acceleration (``options.anderson_memory`` = m > 0) extrapolates
+T^ANDERSON_INTERVAL from its last m pairs (safeguarded,
+:mod:`certopt.core.anderson`).  Measured on the tests' problem and 8 small
+instances (n = 30, d = 3, P = 10): 4 of 8 certified in 5000 iterations
+instead of 3 (2 of the 3 faster), the tests' problem in 1300 instead of 3800
+iterations at eps = 0 (2300 at eps = 0.1, as before).
+
 Polish (:mod:`robust_polish`) at iterations 50, 100, 200, 400, then every
 500 and at the last one: Newton on the piece the split variables identify.  A polished
 point is kept when it satisfies the robust cones (``FEASIBILITY``); its
@@ -45,7 +54,7 @@ multipliers or the polish's); the solver stops when both ``p - bound`` and
 the violation are ``<= tol * max(1, |p|)``.  Otherwise status MAX_ITER with
 a ConvergenceWarning.  The result's ``objective`` is the certified
 worst-case objective of the returned network (the polished point when it
-is feasible and not worse than s).
+is feasible and either certified or not worse than s).
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ import warnings
 
 import torch
 
-from certopt.convexnn.admm import group_shrink
+from certopt.convexnn.admm import _advance, group_shrink
 from certopt.convexnn.problem import SolverOptions
 from certopt.convexnn.robust import (
     GroupOperators,
@@ -66,6 +75,8 @@ from certopt.convexnn.robust import (
 )
 from certopt.convexnn.robust_losses import soft_threshold
 from certopt.convexnn.robust_polish import polish
+from certopt.core.anderson import AndersonAccelerator
+from certopt.core.arrays import check_scalar
 from certopt.core.errors import ConvergenceWarning
 from certopt.core.progress import progress
 from certopt.core.result import Status
@@ -122,12 +133,58 @@ def project_robust_cone(a: torch.Tensor, b: torch.Tensor, eps: float
     return torch.maximum(a, eps * q.abs().sum(dim=1)[None, :]), q
 
 
+class _RobustMap:
+    """The ADMM as a map p -> T(p) on its prox inputs p = (z, r, t, q, s) + duals.
+
+    With x = prox(p) (the split variables) and the scaled duals p - x, one
+    iteration is ``u = argmin ||A u - (2x - p)||_W^2``, ``T(p) = p +
+    relaxation (A u - x)`` (the usual over-relaxed ADMM in these variables).
+    Tensors are flat: one vector holds the five blocks.
+    """
+
+    def __init__(self, problem: RobustProblem, ops: GroupOperators, eps: float, lam: float,
+                 rho: float):
+        base = problem.base
+        self.ops, self.loss, self.y, self.eps, self.lam, self.rho = (
+            ops, problem.loss, base.y, eps, lam, rho)
+        self.factor = torch.linalg.cholesky(ops.gram(LOSS_WEIGHT, CONE_WEIGHT, 1.0))
+        self.weights = (LOSS_WEIGHT, LOSS_WEIGHT, CONE_WEIGHT, CONE_WEIGHT, 1.0)
+        self.u_shape = (2 * base.n_patterns, base.n_features)
+        blocks = ops.forward(torch.zeros(self.u_shape, dtype=base.X.dtype, device=base.X.device))
+        self.shapes = [b.shape for b in blocks] + [torch.Size(self.u_shape)]
+
+    def split(self, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The five blocks (views) of a flat vector."""
+        sizes = [math.prod(shape) for shape in self.shapes]
+        return tuple(b.view(shape) for b, shape in zip(p.split(sizes), self.shapes))
+
+    def prox(self, p: torch.Tensor) -> torch.Tensor:
+        """x = the blockwise proximal maps at p, flat."""
+        z, r, t, q, s = self.split(p)
+        z, r = self.loss.prox(z, r, self.y, self.eps, self.rho * LOSS_WEIGHT)
+        t, q = project_robust_cone(t, q, self.eps)
+        s = group_shrink(s, self.lam / self.rho)
+        return torch.cat([b.flatten() for b in (z, r, t, q, s)])
+
+    def __call__(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """T(p), given x = prox(p)."""
+        target = self.split(2 * x - p)
+        rhs = self.ops.adjoint(*(wb * b for wb, b in zip(self.weights, target[:4]))) + target[4]
+        u = torch.cholesky_solve(rhs.reshape(-1, 1), self.factor).reshape(self.u_shape)
+        mapped = torch.cat([b.flatten() for b in (*self.ops.forward(u), u)])
+        return torch.add(p, mapped - x, alpha=RELAXATION)
+
+    def multipliers(self, p: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """The unscaled multipliers rho w (p - x) of the five blocks."""
+        return [self.rho * wb * b for wb, b in zip(self.weights, self.split(p - x))]
+
+
 def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     """Solve the robust program by ADMM on the problem's device; see the module docstring.
 
     Uses ``options.max_iter``, ``options.tol`` (relative certified gap),
-    ``options.rho`` (penalty on the rescaled data; default ``DEFAULT_RHO``) and
-    ``options.verbose``.
+    ``options.rho`` (penalty on the rescaled data; default ``DEFAULT_RHO``),
+    ``options.anderson_memory`` (0: plain ADMM) and ``options.verbose``.
     """
     start = time.perf_counter()
     base, loss = problem.base, problem.loss
@@ -136,39 +193,31 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     ops = GroupOperators(base.X / sigma, base.D, problem.features)
     eps = problem.eps / sigma
     lam = base.lam / sigma
-    weights = (LOSS_WEIGHT, LOSS_WEIGHT, CONE_WEIGHT, CONE_WEIGHT, 1.0)   # blocks z, r, t, q, s
-    factor = torch.linalg.cholesky(ops.gram(LOSS_WEIGHT, CONE_WEIGHT, 1.0))
     rho = float(options.rho) if options.rho is not None else DEFAULT_RHO[loss.name]
-
-    u = torch.zeros(2 * P, base.n_features, dtype=base.X.dtype, device=base.X.device)
-    split = (*ops.forward(u), u)                                   # (z, r, t, q, s)
-    duals = tuple(torch.zeros_like(x) for x in split)
+    T = _RobustMap(problem, ops, eps, lam, rho)
+    memory = int(check_scalar(options.anderson_memory, "anderson_memory", low=0, integer=True))
+    accelerator = AndersonAccelerator(memory) if memory > 0 else None
+    p = anchor = torch.zeros(sum(math.prod(s) for s in T.shapes), dtype=base.X.dtype,
+                             device=base.X.device)
     history: dict[str, list[float]] = {"objective": [], "bound": [], "cone_violation": []}
     status, n_iter, next_polish = Status.MAX_ITER, 0, FIRST_POLISH
     best_bound, best_scale = -math.inf, math.nan
-    admm_point, polished = u, None                    # polished: (objective, point) or None
+    admm_point, polished = torch.zeros(T.u_shape, dtype=p.dtype, device=p.device), None
+    certified = False
     with progress(options.max_iter, options.verbose, desc="robust admm") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
-            z, r, t, q, s = (x - lam_ for x, lam_ in zip(split, duals))
-            rhs = ops.adjoint(*(wb * x for wb, x in zip(weights, (z, r, t, q)))) + s
-            u = torch.cholesky_solve(rhs.reshape(-1, 1), factor).reshape(u.shape)
-            mapped = (*ops.forward(u), u)
-            relaxed = tuple(RELAXATION * m + (1 - RELAXATION) * x for m, x in zip(mapped, split))
-            shifted = tuple(m + lam_ for m, lam_ in zip(relaxed, duals))
-            z_new, r_new = loss.prox(shifted[0], shifted[1], base.y, eps, rho * LOSS_WEIGHT)
-            t_new, q_new = project_robust_cone(shifted[2], shifted[3], eps)
-            s_new = group_shrink(shifted[4], lam / rho)
-            new_split = (z_new, r_new, t_new, q_new, s_new)
-            duals = tuple(lam_ + m - x for lam_, m, x in zip(duals, relaxed, new_split))
-            split = new_split
+            p_next = T(p, T.prox(p))
             if it % CHECK_EVERY and it != options.max_iter:
+                p, anchor = _advance(accelerator, it, anchor, p_next)
                 bar.update(1)
                 continue
+            x_next = T.prox(p_next)
+            split = T.split(x_next)
+            multipliers = T.multipliers(p_next, x_next)
             admm_point = split[4] / sigma
             objective = problem.program_objective(admm_point[:P], admm_point[P:])
             violation = problem.cone_violation(admm_point[:P], admm_point[P:])
-            multipliers = [rho * wb * x for wb, x in zip(weights, duals)]
             bound, scale = ops.dual_bound(loss, base.y, lam, eps, *multipliers[:4])
             if bound > best_bound:
                 best_bound, best_scale = bound, scale
@@ -184,8 +233,9 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
                     feasible = problem.cone_violation(point[:P], point[P:]) <= FEASIBILITY
                     if feasible and (polished is None or p_objective < polished[0]):
                         polished = (p_objective, point)
-            if polished is not None and polished[0] - best_bound <= options.tol * max(
-                    1.0, abs(polished[0])):
+            certified = polished is not None and polished[0] - best_bound <= options.tol * max(
+                1.0, abs(polished[0]))
+            if certified:
                 objective, violation = polished[0], 0.0
             gap = objective - best_bound
             history["objective"].append(objective)
@@ -198,6 +248,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             if max(gap, violation) <= options.tol * max(1.0, abs(objective)):
                 status = Status.OPTIMAL
                 break
+            p, anchor = _advance(accelerator, it, anchor, p_next)
     if status is Status.MAX_ITER:
         warnings.warn(
             f"robust admm: stopped at max_iter={options.max_iter} with relative gap "
@@ -207,7 +258,8 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
         warnings.warn("robust admm: the iterates are not finite", ConvergenceWarning,
                       stacklevel=2)
     candidate = admm_point
-    if polished is not None and polished[0] <= problem.objective(admm_point[:P], admm_point[P:]):
+    if polished is not None and (certified or polished[0] <= problem.objective(
+            admm_point[:P], admm_point[P:])):
         candidate = polished[1]
     return make_robust_result(problem, candidate[:P], candidate[P:], bound=best_bound,
                               solver="admm", dual_scale=best_scale, status=status,
