@@ -102,14 +102,19 @@ def tight_cones(t: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def solve_kkt(K: torch.Tensor, rhs: torch.Tensor, primal: int) -> torch.Tensor:
-    """Solve the KKT system K sol = rhs by a regularised solve plus iterative refinement."""
+    """Solve the KKT system K sol = rhs by a regularised solve plus iterative refinement
+    (one LU factorisation of the regularised matrix serves every refinement step)."""
     scale = float(K.abs().max())
     shift = torch.full((K.shape[0],), REGULARISATION * scale, dtype=K.dtype, device=K.device)
     shift[primal:] *= -1
-    regularised = K + torch.diag(shift)
-    sol = torch.linalg.solve(regularised, rhs)
+    factor, pivots = torch.linalg.lu_factor(K + torch.diag(shift))
+
+    def solve(b: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.lu_solve(factor, pivots, b.unsqueeze(-1)).squeeze(-1)
+
+    sol = solve(rhs)
     for _ in range(REFINEMENT_STEPS):
-        sol = sol + torch.linalg.solve(regularised, rhs - K @ sol)
+        sol = sol + solve(rhs - K @ sol)
     return sol
 
 
