@@ -380,8 +380,14 @@ class _FixedPointMap:
         return float(torch.linalg.vector_norm(total)), max(parts)
 
 
-def _advance(accelerator: AndersonAccelerator | None, it: int, anchor: torch.Tensor,
-             p_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def anderson_accelerator(options: SolverOptions) -> AndersonAccelerator | None:
+    """The accelerator of ``options.anderson_memory`` (validated), or None when it is 0."""
+    memory = int(check_scalar(options.anderson_memory, "anderson_memory", low=0, integer=True))
+    return AndersonAccelerator(memory) if memory > 0 else None
+
+
+def anderson_advance(accelerator: AndersonAccelerator | None, it: int, anchor: torch.Tensor,
+                     p_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(next p, next anchor): every ANDERSON_INTERVAL iterations, the Anderson step of
     the map T^ANDERSON_INTERVAL from the anchor (the point that many iterations ago)."""
     if accelerator is None or it % ANDERSON_INTERVAL:
@@ -404,8 +410,7 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     T = _FixedPointMap(problem, options, sigma)
     T.set_rho(float(options.rho) if options.rho is not None else default_rho(problem))
     alpha = RELAXATION
-    memory = int(check_scalar(options.anderson_memory, "anderson_memory", low=0, integer=True))
-    accelerator = AndersonAccelerator(memory) if memory > 0 else None
+    accelerator = anderson_accelerator(options)
     like = {"dtype": problem.X.dtype, "device": problem.X.device}
     p = anchor = torch.zeros(sum(T.sizes), **like)
     status, n_iter, last_rho_change = Status.MAX_ITER, 0, 0
@@ -420,7 +425,7 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
             Au, Fu = T.lifted(p, x)
             p_next = torch.add(p, Au - x, alpha=alpha)
             if it % CHECK_EVERY and it != options.max_iter:
-                p, anchor = _advance(accelerator, it, anchor, p_next)
+                p, anchor = anderson_advance(accelerator, it, anchor, p_next)
                 bar.update(1)
                 continue
             x_next = T.prox(p_next)
@@ -461,7 +466,7 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
                     accelerator.reset()
                 p = anchor = p_next
                 continue
-            p, anchor = _advance(accelerator, it, anchor, p_next)
+            p, anchor = anderson_advance(accelerator, it, anchor, p_next)
     if status is Status.MAX_ITER:
         warnings.warn(
             f"admm: stopped at max_iter={options.max_iter} before reaching tol={options.tol} "

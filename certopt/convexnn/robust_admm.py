@@ -65,7 +65,7 @@ import warnings
 
 import torch
 
-from certopt.convexnn.admm import _advance, group_shrink
+from certopt.convexnn.admm import anderson_accelerator, anderson_advance, group_shrink
 from certopt.convexnn.problem import SolverOptions
 from certopt.convexnn.robust import (
     GroupOperators,
@@ -75,8 +75,6 @@ from certopt.convexnn.robust import (
 )
 from certopt.convexnn.robust_losses import soft_threshold
 from certopt.convexnn.robust_polish import polish
-from certopt.core.anderson import AndersonAccelerator
-from certopt.core.arrays import check_scalar
 from certopt.core.errors import ConvergenceWarning
 from certopt.core.progress import progress
 from certopt.core.result import Status
@@ -195,8 +193,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     lam = base.lam / sigma
     rho = float(options.rho) if options.rho is not None else DEFAULT_RHO[loss.name]
     T = _RobustMap(problem, ops, eps, lam, rho)
-    memory = int(check_scalar(options.anderson_memory, "anderson_memory", low=0, integer=True))
-    accelerator = AndersonAccelerator(memory) if memory > 0 else None
+    accelerator = anderson_accelerator(options)
     p = anchor = torch.zeros(sum(math.prod(s) for s in T.shapes), dtype=base.X.dtype,
                              device=base.X.device)
     history: dict[str, list[float]] = {"objective": [], "bound": [], "cone_violation": []}
@@ -209,7 +206,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             n_iter = it
             p_next = T(p, T.prox(p))
             if it % CHECK_EVERY and it != options.max_iter:
-                p, anchor = _advance(accelerator, it, anchor, p_next)
+                p, anchor = anderson_advance(accelerator, it, anchor, p_next)
                 bar.update(1)
                 continue
             x_next = T.prox(p_next)
@@ -248,7 +245,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             if max(gap, violation) <= options.tol * max(1.0, abs(objective)):
                 status = Status.OPTIMAL
                 break
-            p, anchor = _advance(accelerator, it, anchor, p_next)
+            p, anchor = anderson_advance(accelerator, it, anchor, p_next)
     if status is Status.MAX_ITER:
         warnings.warn(
             f"robust admm: stopped at max_iter={options.max_iter} with relative gap "
