@@ -125,6 +125,9 @@ CG_TOL_PER_TOL = 1e-2
 CG_SETUP_ELEMENTS = 2 ** 24
 """Bound on the temporary (patterns x d x n) block built while forming X^T D_i X."""
 
+CONE_SCALE = 1.0
+"""Weight of the cone block t = G u against s = u (and z = F u)."""
+
 RHO_PER_LAM = {"squared": 1.0, "logistic": 1.0, "hinge": 0.1}
 """Default rho / lam per loss (best of 0.1, 1, 10 on the tests' and benchmark's data)."""
 
@@ -141,16 +144,17 @@ def default_rho(problem: ConvexReLUProblem) -> float:
 
 
 class _Operators:
-    """F, G and their adjoints on the rescaled data."""
+    """F, G and their adjoints on the rescaled data, with G scaled by ``cone_scale``.
 
-    def __init__(self, X: torch.Tensor, D: torch.Tensor):
+    G u = cone_scale (S_i X v_i, S_i X w_i): the cone block's weight against the others.
+    """
+
+    def __init__(self, X: torch.Tensor, D: torch.Tensor, cone_scale: float = 1.0):
         self.X, self.D, self.S = X, D, 2.0 * D - 1.0
+        self.cone_scale = cone_scale
+        self.GS = cone_scale * self.S  # the signs of G with its scale
         eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-        self.K = eye + X.T @ X  # I + X^T X: the blocks of I + G^T G
-
-    def forward(self, XU: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(F u, G u) from XU = u X^T of shape (2, P, n)."""
-        return self.apply_F(XU[0] - XU[1]), self.S * XU
+        self.K = eye + cone_scale ** 2 * (X.T @ X)  # the blocks of I + G^T G
 
     def apply_F(self, XW: torch.Tensor) -> torch.Tensor:
         """F u = sum_i D_i X (v_i - w_i) from XW = (v - w) X^T, shape (P, n)."""
@@ -163,7 +167,7 @@ class _Operators:
 
     def adjoint(self, e: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
         """F^T e + G^T q, shape (2, P, d) (e may be None: G^T q only)."""
-        blocks = self.S * q
+        blocks = self.GS * q
         if e is not None:
             De = self.D * e
             blocks = torch.stack([blocks[0] + De, blocks[1] - De])
@@ -180,6 +184,8 @@ class _DirectSolve:
         self.coupling = 2.0 * (X @ self.K_inv @ X.T) * (ops.D.T @ ops.D)  # F (I+G^TG)^{-1} F^T
         self.weight = math.nan
         self.inverse: torch.Tensor | None = None
+        self._XW = torch.empty_like(ops.D)  # buffers: (P, n) and the returned u X^T
+        self._XU = torch.empty(2, *ops.D.shape, dtype=X.dtype, device=X.device)
 
     def set_weight(self, weight: float) -> None:
         """Invert I + weight * F (I + G^T G)^{-1} F^T for the system with c_F = weight."""
@@ -189,13 +195,14 @@ class _DirectSolve:
         self.weight = weight
 
     def solve(self, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u, u X^T) for the current weight."""
+        """(u, u X^T) for the current weight (u X^T in a buffer the next call overwrites)."""
         ops = self.ops
         u = rhs @ self.K_inv
-        e = self.inverse @ ops.apply_F((u[0] - u[1]) @ ops.X.T)
-        correction = ((ops.D * e) @ ops.X) @ self.K_inv  # (P, d)
+        XW = torch.matmul(u[0] - u[1], ops.X.T, out=self._XW)
+        e = self.inverse @ XW.mul_(ops.D).sum(dim=0)  # (I + c_F F K^-1 F^T)^-1 F K^-1 rhs
+        correction = (torch.mul(ops.D, e, out=self._XW) @ ops.X) @ self.K_inv  # (P, d)
         u = u - self.weight * torch.stack([correction, -correction])
-        return u, u @ ops.X.T
+        return u, torch.matmul(u, ops.X.T, out=self._XU)
 
 
 class _ConjugateGradientSolve:
@@ -323,7 +330,7 @@ class _FixedPointMap:
     """
 
     def __init__(self, problem: ConvexReLUProblem, options: SolverOptions, sigma: float):
-        self.ops = _Operators(problem.X / sigma, problem.D)
+        self.ops = _Operators(problem.X / sigma, problem.D, CONE_SCALE)
         self.solver = _linear_solver(self.ops, options)
         self.block = (_FoldedSquared(problem.y) if problem.loss.name == "squared"
                       else _SplitLoss(problem))
@@ -332,6 +339,9 @@ class _FixedPointMap:
         self.shapes = ((self.block.size,), (2, P, d), (2, P, n))
         self.sizes = [math.prod(shape) for shape in self.shapes]
         self.rho = math.nan
+        like = {"dtype": problem.X.dtype, "device": problem.X.device}
+        self._work = torch.empty(2, P, n, **like)  # scratch of the t part's shape
+        self._half = torch.empty(P, n, **like)
 
     def set_rho(self, rho: float) -> None:
         self.rho = rho
@@ -350,18 +360,46 @@ class _FixedPointMap:
         torch.clamp(p_t, min=0.0, out=t)
         return x
 
-    def lifted(self, p: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 2: (A u, F u) for the u-step at p with x = prox(p)."""
-        r_z, r_s, r_t = self.split(2.0 * x - p)
-        weight = self.solver.weight
-        rhs = self.ops.adjoint(weight * self.block.target(r_z), r_t) + r_s
-        u, XU = self.solver.solve(rhs)
-        Fu = self.ops.apply_F(XU[0] - XU[1])
-        Au = torch.empty_like(p)
+    def step(self, p: torch.Tensor, alpha: float
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(T(p), u, u X^T) for the relaxation ``alpha``: steps 1-3 in few passes over t.
+
+        The t part is the large one (2 P n), so it is never formed from x = prox(p):
+        its reflection is 2 (p_t)_+ - p_t = |p_t|, G^T reads S |p_t| = copysign(p_t, S),
+        and T(p)_t = p_t - alpha (p_t)_+ + alpha S o (X u).  ``u X^T`` lives in a buffer
+        that the next call overwrites.
+        """
+        ops = self.ops
+        p_z, p_s, p_t = self.split(p)
+        z = self.block.prox(p_z, self.rho)
+        s = group_shrink(p_s, self.lam / self.rho)
+        blocks = torch.copysign(p_t, ops.S, out=self._work)
+        e = (self.solver.weight / ops.cone_scale) * self.block.target(2.0 * z - p_z)
+        blocks[0].addcmul_(ops.D, e)
+        blocks[1].addcmul_(ops.D, e, value=-1.0)
+        u, XU = self.solver.solve(ops.cone_scale * (blocks @ ops.X) + (2.0 * s - p_s))
+        p_next = torch.empty_like(p)
+        next_z, next_s, next_t = self.split(p_next)
+        if self.block.size:
+            torch.add(p_z, self.F(XU) - z, alpha=alpha, out=next_z)
+        torch.add(p_s, u - s, alpha=alpha, out=next_s)
+        torch.addcmul(p_t, ops.GS, XU, value=alpha, out=next_t)
+        next_t.sub_(torch.clamp(p_t, min=0.0, out=self._work), alpha=alpha)
+        return p_next, u, XU
+
+    def F(self, XU: torch.Tensor) -> torch.Tensor:
+        """F u from XU = u X^T (through a buffer)."""
+        XW = torch.sub(XU[0], XU[1], out=self._half)
+        return XW.mul_(self.ops.D).sum(dim=0)
+
+    def image(self, u: torch.Tensor, XU: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A u, F u): the flat A u = (F u, u, G u) (z part empty when the loss is folded)."""
+        Fu = self.F(XU)
+        Au = torch.empty(sum(self.sizes), dtype=u.dtype, device=u.device)
         Au_z, Au_s, Au_t = self.split(Au)
         Au_z.copy_(self.block.lift(Fu))
         Au_s.copy_(u)
-        torch.mul(self.ops.S, XU, out=Au_t)
+        torch.mul(self.ops.GS, XU, out=Au_t)
         return Au, Fu
 
     def dual_norms(self, change: torch.Tensor, duals: torch.Tensor, Fu: torch.Tensor
@@ -421,14 +459,13 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     with progress(options.max_iter, options.verbose, desc="admm") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
-            x = T.prox(p)
-            Au, Fu = T.lifted(p, x)
-            p_next = torch.add(p, Au - x, alpha=alpha)
+            p_next, u, XU = T.step(p, alpha)
             if it % CHECK_EVERY and it != options.max_iter:
                 p, anchor = anderson_advance(accelerator, it, anchor, p_next)
                 bar.update(1)
                 continue
-            x_next = T.prox(p_next)
+            Au, Fu = T.image(u, XU)
+            x, x_next = T.prox(p), T.prox(p_next)
             duals = p_next - x_next
             primal_res = float(torch.linalg.vector_norm(Au - x_next))
             primal_scale = max(float(torch.linalg.vector_norm(Au)),
@@ -481,7 +518,8 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     duals_l = [T.block.multiplier(a, Fu, rho),
                problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
     return certify(
-        problem, v, w, duals=duals_l, mu=-rho * c[0], nu=-rho * c[1], status=status,
+        problem, v, w, duals=duals_l, mu=-rho * T.ops.cone_scale * c[0],
+        nu=-rho * T.ops.cone_scale * c[1], status=status,
         n_iter=n_iter, solve_time=time.perf_counter() - start, solver="admm",
         residuals={"primal": history["primal_residual"][-1],
                    "dual": history["dual_residual"][-1]},
