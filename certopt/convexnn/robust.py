@@ -194,17 +194,19 @@ class GroupOperators:
         out[:, self.features] += self.sign[:, None] * (self.D.T @ r) + q
         return out
 
-    def gram(self, loss_weight: float = 1.0, cone_weight: float = 1.0,
-             copy_weight: float = 1.0) -> torch.Tensor:
-        """Dense (2P d, 2P d) matrix ``a (F^T F + R^T R) + b (G^T G + Q^T Q) + c I``."""
+    def gram(self, weights: tuple[float, float, float, float, float] = (1.0,) * 5
+             ) -> torch.Tensor:
+        """Dense (2P d, 2P d) matrix ``a F^T F + b R^T R + c G^T G + e Q^T Q + g I``
+        for ``weights`` = (a, b, c, e, g)."""
+        a, b, c, e, g = weights
         n, d = self.X.shape
         groups = self.D.shape[1]
         A = ((self.D * self.sign)[:, :, None] * self.X[:, None, :]).reshape(n, groups * d)
         f = torch.diag(self.features.to(self.X.dtype))
         overlap = (self.D.T @ self.D) * torch.outer(self.sign, self.sign)
         eye = torch.eye(d, dtype=self.X.dtype, device=self.X.device)
-        block = cone_weight * (self.X.T @ self.X + f) + copy_weight * eye
-        return (loss_weight * (A.T @ A + torch.kron(overlap, f))
+        block = c * self.X.T @ self.X + e * f + g * eye
+        return (a * A.T @ A + b * torch.kron(overlap, f)
                 + torch.block_diag(*[block] * groups))
 
     def dual_bound(self, loss: RobustLoss, y: torch.Tensor, lam: float, eps: float,

@@ -81,9 +81,8 @@ from certopt.core.result import Status
 
 CHECK_EVERY = 10
 """Iterations between certificate checks."""
-LOSS_WEIGHT = 1.0
-"""Relative penalty of the loss blocks (z, r); the cone blocks (t, q) and s have 1."""
-CONE_WEIGHT = 1.0
+BLOCK_SCALES = (1.0, 0.3, 3.0, 0.3, 0.3)
+"""Scales (c_z, c_r, c_t, c_q, c_s) of the constraint blocks (see :class:`_RobustMap`)."""
 DEFAULT_RHO = {"hinge": 1e-3, "squared": 1e-2}
 """Default penalty on the rescaled data, per loss (grids over 3e-4..3e-2 on the tests'
 problems and 8 more small ones; the best rho depends on the instance: hinge with
@@ -134,19 +133,24 @@ def project_robust_cone(a: torch.Tensor, b: torch.Tensor, eps: float
 class _RobustMap:
     """The ADMM as a map p -> T(p) on its prox inputs p = (z, r, t, q, s) + duals.
 
-    With x = prox(p) (the split variables) and the scaled duals p - x, one
-    iteration is ``u = argmin ||A u - (2x - p)||_W^2``, ``T(p) = p +
-    relaxation (A u - x)`` (the usual over-relaxed ADMM in these variables).
-    Tensors are flat: one vector holds the five blocks.
+    The constraint blocks are scaled, x = (z, c_r r, c_t t, c_q q, c_s s) =
+    C A u (a change of variables: the loss sees eps / c_r, the cone
+    eps c_t / c_q, the group penalty lam / c_s).  With x = prox(p) and the
+    scaled duals p - x, one iteration is ``u = argmin ||C A u - (2x - p)||^2``,
+    ``T(p) = p + relaxation (C A u - x)`` (the usual over-relaxed ADMM in these
+    variables).  Tensors are flat: one vector holds the five blocks.
     """
 
     def __init__(self, problem: RobustProblem, ops: GroupOperators, eps: float, lam: float,
-                 rho: float):
+                 rho: float, scales: tuple[float, float, float, float, float]):
         base = problem.base
         self.ops, self.loss, self.y, self.eps, self.lam, self.rho = (
             ops, problem.loss, base.y, eps, lam, rho)
-        self.factor = torch.linalg.cholesky(ops.gram(LOSS_WEIGHT, CONE_WEIGHT, 1.0))
-        self.weights = (LOSS_WEIGHT, LOSS_WEIGHT, CONE_WEIGHT, CONE_WEIGHT, 1.0)
+        self.scales = scales
+        # explicit inverse: one matrix-vector product per iteration, 5x faster than two
+        # triangular solves at 2 P d = 1240 (the matrix is >= c_s^2 I, well conditioned)
+        self.inverse = torch.cholesky_inverse(
+            torch.linalg.cholesky(ops.gram(tuple(c * c for c in scales))))
         self.u_shape = (2 * base.n_patterns, base.n_features)
         blocks = ops.forward(torch.zeros(self.u_shape, dtype=base.X.dtype, device=base.X.device))
         self.shapes = [b.shape for b in blocks] + [torch.Size(self.u_shape)]
@@ -158,23 +162,29 @@ class _RobustMap:
 
     def prox(self, p: torch.Tensor) -> torch.Tensor:
         """x = the blockwise proximal maps at p, flat."""
+        c_z, c_r, c_t, c_q, c_s = self.scales
         z, r, t, q, s = self.split(p)
-        z, r = self.loss.prox(z, r, self.y, self.eps, self.rho * LOSS_WEIGHT)
-        t, q = project_robust_cone(t, q, self.eps)
-        s = group_shrink(s, self.lam / self.rho)
+        z, r = self.loss.prox(z, r, self.y, self.eps / c_r, self.rho)
+        t, q = project_robust_cone(t, q, self.eps * c_t / c_q)
+        s = group_shrink(s, self.lam / (c_s * self.rho))
         return torch.cat([b.flatten() for b in (z, r, t, q, s)])
 
     def __call__(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """T(p), given x = prox(p)."""
-        target = self.split(2 * x - p)
-        rhs = self.ops.adjoint(*(wb * b for wb, b in zip(self.weights, target[:4]))) + target[4]
-        u = torch.cholesky_solve(rhs.reshape(-1, 1), self.factor).reshape(self.u_shape)
-        mapped = torch.cat([b.flatten() for b in (*self.ops.forward(u), u)])
+        target = [c * b for c, b in zip(self.scales, self.split(2 * x - p))]
+        rhs = self.ops.adjoint(*target[:4]) + target[4]
+        u = (self.inverse @ rhs.flatten()).reshape(self.u_shape)
+        mapped = torch.cat([(c * b).flatten()
+                            for c, b in zip(self.scales, (*self.ops.forward(u), u))])
         return torch.add(p, mapped - x, alpha=RELAXATION)
 
+    def variables(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The split variables (z, r, t, q, s) of x, unscaled."""
+        return [b / c for c, b in zip(self.scales, self.split(x))]
+
     def multipliers(self, p: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
-        """The unscaled multipliers rho w (p - x) of the five blocks."""
-        return [self.rho * wb * b for wb, b in zip(self.weights, self.split(p - x))]
+        """The multipliers c rho (p - x) of the five unscaled constraints."""
+        return [self.rho * c * b for c, b in zip(self.scales, self.split(p - x))]
 
 
 def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
@@ -192,15 +202,24 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     eps = problem.eps / sigma
     lam = base.lam / sigma
     rho = float(options.rho) if options.rho is not None else DEFAULT_RHO[loss.name]
-    T = _RobustMap(problem, ops, eps, lam, rho)
+    T = _RobustMap(problem, ops, eps, lam, rho, BLOCK_SCALES)
     accelerator = anderson_accelerator(options)
     p = anchor = torch.zeros(sum(math.prod(s) for s in T.shapes), dtype=base.X.dtype,
                              device=base.X.device)
     history: dict[str, list[float]] = {"objective": [], "bound": [], "cone_violation": []}
     status, n_iter, next_polish = Status.MAX_ITER, 0, FIRST_POLISH
     best_bound, best_scale = -math.inf, math.nan
-    admm_point, polished = torch.zeros(T.u_shape, dtype=p.dtype, device=p.device), None
-    certified = False
+    admm_point = torch.zeros(T.u_shape, dtype=p.dtype, device=p.device)
+    best: tuple[float, torch.Tensor] | None = None   # certified objective, feasible point
+
+    def consider(point: torch.Tensor) -> None:
+        """Keep ``point`` as the best candidate if it meets the cones and improves."""
+        nonlocal best
+        if problem.cone_violation(point[:P], point[P:]) <= FEASIBILITY:
+            value = problem.objective(point[:P], point[P:])
+            if best is None or value < best[0]:
+                best = (value, point)
+
     with progress(options.max_iter, options.verbose, desc="robust admm") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
@@ -210,7 +229,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
                 bar.update(1)
                 continue
             x_next = T.prox(p_next)
-            split = T.split(x_next)
+            split = T.variables(x_next)
             multipliers = T.multipliers(p_next, x_next)
             admm_point = split[4] / sigma
             objective = problem.program_objective(admm_point[:P], admm_point[P:])
@@ -218,23 +237,16 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             bound, scale = ops.dual_bound(loss, base.y, lam, eps, *multipliers[:4])
             if bound > best_bound:
                 best_bound, best_scale = bound, scale
+            consider(admm_point)
             if it >= next_polish or it == options.max_iter:
                 next_polish = min(2 * next_polish, next_polish + POLISH_SPACING)
                 attempt = polish(ops, loss, base.y, lam, eps, split, tuple(multipliers[2:4]))
                 if attempt is not None:
-                    point = attempt[0] / sigma
                     p_bound, p_scale = ops.dual_bound(loss, base.y, lam, eps, *attempt[1])
                     if p_bound > best_bound:
                         best_bound, best_scale = p_bound, p_scale
-                    p_objective = problem.objective(point[:P], point[P:])
-                    feasible = problem.cone_violation(point[:P], point[P:]) <= FEASIBILITY
-                    if feasible and (polished is None or p_objective < polished[0]):
-                        polished = (p_objective, point)
-            certified = polished is not None and polished[0] - best_bound <= options.tol * max(
-                1.0, abs(polished[0]))
-            if certified:
-                objective, violation = polished[0], 0.0
-            gap = objective - best_bound
+                    consider(attempt[0] / sigma)
+            gap = (best[0] if best is not None else objective) - best_bound
             history["objective"].append(objective)
             history["bound"].append(bound)
             history["cone_violation"].append(violation)
@@ -242,7 +254,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             if not math.isfinite(objective):
                 status = Status.NUMERICAL
                 break
-            if max(gap, violation) <= options.tol * max(1.0, abs(objective)):
+            if best is not None and gap <= options.tol * max(1.0, abs(best[0])):
                 status = Status.OPTIMAL
                 break
             p, anchor = anderson_advance(accelerator, it, anchor, p_next)
@@ -255,9 +267,9 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
         warnings.warn("robust admm: the iterates are not finite", ConvergenceWarning,
                       stacklevel=2)
     candidate = admm_point
-    if polished is not None and (certified or polished[0] <= problem.objective(
+    if best is not None and (status is Status.OPTIMAL or best[0] <= problem.objective(
             admm_point[:P], admm_point[P:])):
-        candidate = polished[1]
+        candidate = best[1]
     return make_robust_result(problem, candidate[:P], candidate[P:], bound=best_bound,
                               solver="admm", dual_scale=best_scale, status=status,
                               n_iter=n_iter, solve_time=time.perf_counter() - start,
