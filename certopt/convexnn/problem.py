@@ -56,6 +56,8 @@ class SolverOptions:
     adaptive_rho : let the ADMM rebalance rho from its residuals.
     linear_solver : the ADMM's u-system solver, ``"direct"`` (n x n factor),
         ``"cg"`` (matrix free) or ``"auto"`` (direct up to a size).
+    cone_weight : the ADMM's weight gamma > 0 of the cone block, t = gamma G u (a penalty
+        gamma^2 rho on the cone constraints, rho on the others; measured in :mod:`admm`).
     """
 
     max_iter: int = 10_000
@@ -66,6 +68,7 @@ class SolverOptions:
     anderson_memory: int = 10
     adaptive_rho: bool = False
     linear_solver: str = "auto"
+    cone_weight: float = 1.0
 
 
 def _generator(random_state: Any) -> torch.Generator:

@@ -175,9 +175,10 @@ def test_adaptive_rho_keeps_the_optimum_and_a_valid_certificate(loss):
     assert result.gap <= 1e-4 * result.objective
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.02])
-def test_direct_and_cg_u_solves_equal_a_dense_solve(weight):
-    """Both u-solvers against numpy's solve of the explicit (w F^T F + I + G^T G) u = rhs."""
+@pytest.mark.parametrize("weight, cone_weight", [(1.0, 1.0), (0.02, 1.0), (0.3, 2.0 ** 0.5)])
+def test_direct_and_cg_u_solves_equal_a_dense_solve(weight, cone_weight):
+    """Both u-solvers against numpy's solve of the explicit (w F^T F + I + G^T G) u = rhs,
+    G scaled by the cone weight."""
     from certopt.convexnn.admm import _ConjugateGradientSolve, _DirectSolve, _Operators
 
     problem = _small_regression(n=30)
@@ -188,17 +189,28 @@ def test_direct_and_cg_u_solves_equal_a_dense_solve(weight):
     for j in range(2):
         for i in range(P):
             row, col = (j * P + i) * n, (j * P + i) * d
-            G[row:row + n, col:col + d] = (2.0 * D[i] - 1.0)[:, None] * X
+            G[row:row + n, col:col + d] = cone_weight * (2.0 * D[i] - 1.0)[:, None] * X
     matrix = weight * F.T @ F + np.eye(2 * P * d) + G.T @ G
     rhs = np.random.default_rng(0).standard_normal((2, P, d))
     expected = np.linalg.solve(matrix, rhs.reshape(-1)).reshape(2, P, d)
-    ops = _Operators(problem.X, problem.D)
+    ops = _Operators(problem.X, problem.D, cone_weight)
     for solver in (_DirectSolve(ops), _ConjugateGradientSolve(ops, tol=1e-13)):
         solver.set_weight(weight)
         u, XU = solver.solve(torch.from_numpy(rhs))
         np.testing.assert_allclose(u.numpy(), expected, rtol=0, atol=1e-9 * np.abs(expected).max())
         np.testing.assert_allclose(XU.numpy(), expected @ X.T, rtol=0,
                                    atol=1e-9 * np.abs(expected @ X.T).max())
+
+
+@pytest.mark.parametrize("loss", ["squared", "hinge"])
+def test_cone_weight_keeps_the_optimum_and_a_valid_certificate(loss):
+    problem = _small_regression(loss)
+    reference = solve_cvxpy(problem, SolverOptions())
+    result = solve_admm(problem, SolverOptions(tol=1e-6, max_iter=20_000, cone_weight=2.0))
+    assert result.status is Status.OPTIMAL
+    assert result.objective == pytest.approx(reference.objective, rel=1e-4)
+    assert result.lower_bound <= reference.objective + 1e-9
+    assert result.gap <= 1e-4 * result.objective
 
 
 def test_cg_admm_equals_direct_admm_and_cvxpy(monkeypatch):
@@ -231,3 +243,6 @@ def test_bad_acceleration_and_solver_options_are_clear_errors():
         solve_admm(_small_regression(), SolverOptions(linear_solver="lu"))
     with pytest.raises(InputValueError, match="anderson_memory"):
         solve_admm(_small_regression(), SolverOptions(anderson_memory=-1))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputValueError, match="cone_weight"):
+            solve_admm(_small_regression(), SolverOptions(cone_weight=bad))
