@@ -18,6 +18,7 @@ network (math note section 1):
 
 Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
        [--skip-scs] [--size N D P] [--threads T] [--reference FILE] [--save FILE]
+       [--cone-weight G]
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def relative_error(value: float, optimum: float) -> float:
     return abs(value - optimum) / abs(optimum)
 
 
-def run_admm(problem: ConvexReLUProblem, optimum: float
+def run_admm(problem: ConvexReLUProblem, optimum: float, cone_weight: float
              ) -> tuple[float, float, float, int]:
     """(seconds, CPU seconds of this process, relative error, iterations) of the first
     tol that reaches ACCURACY (CPU time is the fairer clock on a shared machine)."""
@@ -63,7 +64,8 @@ def run_admm(problem: ConvexReLUProblem, optimum: float
         start, cpu_start = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            result = solve_admm(problem, SolverOptions(tol=tol, max_iter=20_000))
+            result = solve_admm(problem, SolverOptions(tol=tol, max_iter=20_000,
+                                                       cone_weight=cone_weight))
         if problem.X.is_cuda:
             torch.cuda.synchronize()
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -129,6 +131,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=3, metavar=("N", "D", "P"),
                         help="one problem size instead of the defaults")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for ADMM and Adam")
+    parser.add_argument("--cone-weight", type=float, default=SolverOptions().cone_weight,
+                        help="the ADMM's SolverOptions.cone_weight (default: the default)")
     parser.add_argument("--reference", metavar="FILE",
                         help="JSON with the Clarabel 'objective' and 'solve_time' (one size)")
     parser.add_argument("--save", metavar="FILE", help="write the Clarabel result there")
@@ -142,7 +146,7 @@ def main() -> None:
         parser.error("--reference and --save need a single size (--size or --quick)")
     header = (f"{'n':>5} {'d':>3} {'P':>4} | {'method':<22} {'seconds':>9} {'rel.err':>9} "
               f"{'vs ADMM':>8}")
-    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"torch threads: {torch.get_num_threads()}, ADMM cone_weight: {args.cone_weight:g}")
     print(header)
     print("-" * len(header))
     for n, d, P in sizes:
@@ -154,7 +158,7 @@ def main() -> None:
                 optimum = solve_admm(problem, SolverOptions(tol=1e-8, max_iter=50_000)).objective
         else:
             optimum, rows = reference_rows(make_problem(n, d, P, "cpu"), args)
-        seconds, cpu_seconds, error, iters = run_admm(problem, optimum)
+        seconds, cpu_seconds, error, iters = run_admm(problem, optimum, args.cone_weight)
         admm_seconds = seconds
         rows.insert(0, (f"ADMM ({args.device}, {iters} it)", seconds, error))
         budget = min(max(5.0, 5 * admm_seconds), 8.0 if args.quick else 600.0)
