@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 NNLS_STEPS = 300
 """Default cap on projected-gradient steps of the multiplier fit."""
 
+NNLS_MIN_PROGRESS = 0.01
+"""The multiplier fit stops when, over ``check_every`` steps, the largest block norm's
+excess over lam shrank by less than this fraction (measured at n = 2000, d = 50,
+P = 100 from the ADMM's warm start: 300 steps raised the bound by 4e-8 relative,
+for 1.5 s of 30 s)."""
+
 
 def scaled_dual_bound(problem: ConvexReLUProblem, dual: torch.Tensor, mu: torch.Tensor,
                       nu: torch.Tensor) -> tuple[float, float]:
@@ -57,20 +63,24 @@ def fit_cone_multipliers(problem: ConvexReLUProblem, dual: torch.Tensor,
     Minimises (1/2) ||X^T(T_i - S_i m_i)||^2 over m_i >= 0 for the (2, P, n)
     targets T = (D l, -D l), all blocks at once; step 1/||X||_2^2 (S_i is
     diagonal with entries +-1).  Stops early once every block norm is
-    <= lam (the scaling is then 1 and cannot improve).  Returns (mu, nu).
+    <= lam (the scaling is then 1 and cannot improve), or once the largest
+    norm's excess over lam stalls (``NNLS_MIN_PROGRESS``).  Returns (mu, nu).
     """
     X, signs = problem.X, problem.signs
     target = torch.stack([problem.D * dual, -problem.D * dual])
     start = torch.zeros_like(target) if mu is None else torch.stack([mu, nu]).clamp(min=0.0)
     step = 1.0 / float(torch.linalg.matrix_norm(X, ord=2)) ** 2
     current, previous, momentum = start, start, 1.0
+    last_excess = float("inf")
     for it in range(max_steps):
         next_momentum = (1.0 + (1.0 + 4.0 * momentum ** 2) ** 0.5) / 2.0
         point = current + ((momentum - 1.0) / next_momentum) * (current - previous)
         residual = (target - signs * point) @ X  # (2, P, d)
         if it % check_every == 0:
-            if float(torch.linalg.vector_norm(residual, dim=2).max()) <= problem.lam:
+            excess = float(torch.linalg.vector_norm(residual, dim=2).max()) - problem.lam
+            if excess <= 0.0 or last_excess - excess < NNLS_MIN_PROGRESS * last_excess:
                 break
+            last_excess = excess
         previous, momentum = current, next_momentum
         current = (point + step * signs * (residual @ X.T)).clamp(min=0.0)
     return current[0], current[1]
