@@ -196,3 +196,19 @@ def test_fista_runs_on_cuda_like_on_cpu():
         assert u.device.type == device
         values.append(program.value(u) + program.penalty(u))
     assert values[1] == pytest.approx(values[0], rel=1e-8)
+
+
+@pytest.mark.cuda
+def test_cheap_path_runs_on_cuda_like_on_cpu():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 10))
+    y = np.maximum(X @ rng.standard_normal((10, 5)), 0.0) @ rng.standard_normal(5) / np.sqrt(10)
+    results = []
+    for device in ("cpu", "cuda"):
+        problem = ConvexReLUProblem.from_data(X, y, lam=1e-2, n_patterns=20, random_state=0,
+                                              device=device)
+        result = solve_sampled(problem, SolverOptions(max_iter=3000, tol=0.02))
+        assert result.v.device.type == device
+        results.append(result)
+    assert results[1].residuals["admm_fallback"] == results[0].residuals["admm_fallback"]
+    assert results[1].objective == pytest.approx(results[0].objective, rel=1e-6)
