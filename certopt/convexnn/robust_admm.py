@@ -10,14 +10,20 @@ Splitting, with u = (v_1..v_P, w_1..w_P) and the maps of
     C = {(t, q) in R^n x R^d_f : t_k >= eps ||q||_1 for all k}       (robust cone)
 
 The data are rescaled by sigma = ||X||_2 (X -> X / sigma, lam -> lam / sigma,
-eps -> eps / sigma, u -> sigma u), the same program with balanced blocks.
-Per iteration: one solve with the Cholesky factor of
-``a (F^T F + R^T R) + G^T G + Q^T Q + I`` (computed once; block penalties
-rho a for (z, r) and rho for the others, fixed: ``LOSS_WEIGHT`` = 1 and
-``DEFAULT_RHO`` were the best of a grid on the test problems, 5-50x fewer
-iterations than a = 0.01, rho = 0.01; OSQP-style residual balancing
-diverged or slowed this splitting), over-relaxation, then batched
-proximal maps:
+eps -> eps / sigma, u -> sigma u), and the constraint blocks are scaled,
+(z, c_r r, c_t t, c_q q, c_s s) = C A u (``BLOCK_SCALES``; a change of
+variables, see :class:`_RobustMap`): the cone rows S_i X u have small norms
+and the loss rows R u large ones (||R|| ~ sqrt(n P)), and c = (1, 0.3, 3,
+0.3, 0.3) balanced them.  Measured (benchmarks/convexnn_robust.py, 8
+instances n = 30, d = 3, P = 10, hinge and squared, eps 0 and 0.1, plain
+ADMM without polish after 4000 iterations): 7 of 8 within 1e-5 of
+Clarabel's objective with cone violations <= 5e-5, against 3 of 8 with
+c = 1; the last one (hinge, eps 0.1, seed 1) stalls 1% off with either and
+needs rho = 1e-2, which slows the others: hence ``RHO_STEP``.  OSQP-style
+residual balancing drove rho to 0 (relative residuals) or 25x up (absolute
+ones) and slowed every instance.  Per iteration: one product with the
+explicit inverse of ``A^T C^2 A`` (computed once; rho only scales the
+duals, so it never changes), over-relaxation, then batched proximal maps:
 
 * prox of the worst-case loss / rho, per sample, exactly (by sorting; see
   :meth:`RobustLoss.prox`);
@@ -29,32 +35,28 @@ The iteration is written, as in :mod:`admm`, as a map p -> T(p) on the
 prox inputs p (split variables plus scaled duals; :class:`_RobustMap`), and
 Anderson acceleration (``options.anderson_memory`` = m > 0) extrapolates
 T^ANDERSON_INTERVAL from its last m pairs (safeguarded,
-:mod:`certopt.core.anderson`).  Measured on the tests' problem and 8 small
-instances (n = 30, d = 3, P = 10): 4 of 8 certified in 5000 iterations
-instead of 3 (2 of the 3 faster), the tests' problem in 1300 instead of 3800
-iterations at eps = 0 (2300 at eps = 0.1, as before).
+:mod:`certopt.core.anderson`).
 
 Polish (:mod:`robust_polish`) at iterations 50, 100, 200, 400, then every
-500 and at the last one: Newton on the piece the split variables identify.  A polished
-point is kept when it satisfies the robust cones (``FEASIBILITY``); its
-multipliers give a dual bound that is tight when the piece is right, which
-is what ends most solves (measured on the tests' problems: certified
-optimal after 2000-4000 iterations, where the plain ADMM is still 2e-4 to
-1e-3 from the optimum with cone violations up to 1e-4).
+500 and at the last one: Newton on the piece the split variables identify;
+its multipliers are one more dual guess.  Once a point meeting the cones is
+within FIT_BELOW of the best bound, each dual guess also has its cone
+multipliers refitted (:func:`fit_cone_duals`), which is what certified the
+hinge instances whose polished point was optimal but whose bound lagged.
 
-The dense factor takes (2 P d)^2 memory: fine up to 2 P d of a few thousand;
-larger programs would need the Woodbury or conjugate-gradient solves of
-section 5 (not implemented here).
+The dense inverse takes (2 P d)^2 memory: fine up to 2 P d of a few
+thousand; larger programs would need the Woodbury or conjugate-gradient
+solves of section 5 (not implemented here).
 
-Stopping (every ``CHECK_EVERY`` iterations): the candidate is the polished
-point when it exists and certifies the tolerance, else the group-sparse
-iterate s; its program objective p, its robust-cone violation, and the best
-dual bound so far (:meth:`GroupOperators.dual_bound`, from the ADMM's
-multipliers or the polish's); the solver stops when both ``p - bound`` and
-the violation are ``<= tol * max(1, |p|)``.  Otherwise status MAX_ITER with
-a ConvergenceWarning.  The result's ``objective`` is the certified
-worst-case objective of the returned network (the polished point when it
-is feasible and either certified or not worse than s).
+Stopping (every ``CHECK_EVERY`` iterations): the candidates are the
+group-sparse iterate s and the polished points, each kept only if it meets
+the robust cones up to ``FEASIBILITY`` (round-off); the best one's
+certified objective (:meth:`RobustProblem.objective`, sound for any
+network) minus the best dual bound so far
+(:meth:`GroupOperators.dual_bound`) must be ``<= tol * max(1, |objective|)``
+for status OPTIMAL.  Otherwise status MAX_ITER with a ConvergenceWarning,
+returning whichever of s and the best candidate has the lower certified
+objective (``residuals["robust_cone"]`` says if it violates the cones).
 """
 
 from __future__ import annotations
@@ -105,7 +107,10 @@ FIRST_POLISH = 50
 POLISH_SPACING = 500
 """Polish attempts at iterations 50, 100, 200, 400, then every 500, and at the last one."""
 DUAL_FIT_STEPS = 200
-"""Accelerated projected-gradient steps of :func:`fit_cone_duals` at each polish."""
+FIT_BELOW = 1e-3
+"""At each polish, :func:`fit_cone_duals` (DUAL_FIT_STEPS steps) refits the cone
+multipliers of each dual guess once a point meeting the cones is within a relative
+certified gap FIT_BELOW (earlier, a tighter bound would not end the solve)."""
 FEASIBILITY = 1e-9
 """Largest robust-cone violation of an accepted polished point."""
 
@@ -288,20 +293,22 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             consider(admm_point)
             if it >= next_polish or it == options.max_iter:
                 next_polish = min(2 * next_polish, next_polish + POLISH_SPACING)
-                guesses = [multipliers[:4]]
+                guesses = [tuple(multipliers[:4])]
                 attempt = polish(ops, loss, base.y, lam, eps, split, tuple(multipliers[2:4]))
                 if attempt is not None:
                     guesses.append(attempt[1])
                     consider(attempt[0] / sigma)
-                if cone_fit is not None:   # the last fit's multipliers with this loss dual
-                    guesses.append((*guesses[-1][:2], *cone_fit))
+                if best is not None and best[0] - best_bound <= FIT_BELOW * max(
+                        1.0, abs(best[0])):
+                    if cone_fit is not None:   # the last fit's cone part, this loss part
+                        guesses.append((*guesses[-1][:2], *cone_fit))
+                    fitted = [fit_cone_duals(ops, loss, base.y, lam, eps, g) for g in guesses]
+                    cone_fit = fitted[-1][2:]
+                    guesses += fitted
                 for guess in guesses:
-                    fitted = fit_cone_duals(ops, loss, base.y, lam, eps, tuple(guess))
-                    cone_fit = fitted[2:]
-                    for dual in (guess, fitted):
-                        p_bound, p_scale = ops.dual_bound(loss, base.y, lam, eps, *dual)
-                        if p_bound > best_bound:
-                            best_bound, best_scale = p_bound, p_scale
+                    p_bound, p_scale = ops.dual_bound(loss, base.y, lam, eps, *guess)
+                    if p_bound > best_bound:
+                        best_bound, best_scale = p_bound, p_scale
             gap = (best[0] if best is not None else objective) - best_bound
             history["objective"].append(objective)
             history["bound"].append(bound)
