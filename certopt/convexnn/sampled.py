@@ -324,6 +324,7 @@ class AccuratePath:
     n_iter: int
     violated: int
     messages: list[str]
+    network: ConvexNNResult
 
 
 def working_set_admm(problem: ConvexReLUProblem, support: torch.Tensor, options: SolverOptions
@@ -361,7 +362,7 @@ def working_set_admm(problem: ConvexReLUProblem, support: torch.Tensor, options:
                         f"{WORKING_SET_ROUNDS} working-set rounds")
     P = problem.n_patterns
     return AccuratePath(embed(network.v, support, P), embed(network.w, support, P), support,
-                        status, n_iter, int(missing.sum()), messages)
+                        status, n_iter, int(missing.sum()), messages, network)
 
 
 def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
@@ -414,8 +415,19 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
                       ConvergenceWarning, stacklevel=2)
     residuals.update(admm_fallback=1.0, support_size=float(accurate.support.sum()),
                      violated_patterns=float(accurate.violated))
+    solve_time = time.perf_counter() - start
+    if bool(accurate.support.all()):
+        # the ADMM solved this very program: its certificate (with its own multipliers,
+        # far tighter than the gradient's for the hinge loss) is the answer's
+        return dataclasses.replace(
+            accurate.network, status=status, n_iter=n_iter, solver="sampled",
+            solve_time=solve_time, is_global=problem.is_global,
+            residuals={**accurate.network.residuals, **residuals})
     v, w = accurate.v, accurate.w
-    dual = problem.loss.gradient(problem.predict_convex(v, w), problem.y)
-    return certify(problem, v, w, duals=[dual], mu=None, nu=None, status=status,
-                   n_iter=n_iter, solve_time=time.perf_counter() - start, solver="sampled",
+    prediction = problem.predict_convex(v, w)
+    duals = [problem.loss.gradient(prediction, problem.y)]
+    if problem.loss.name == "hinge":  # a smoothed gradient bounds better than a subgradient
+        duals.append(GatedProgram(problem, HINGE_SMOOTHING[0]).smoothed_loss(prediction)[1])
+    return certify(problem, v, w, duals=duals, mu=None, nu=None, status=status,
+                   n_iter=n_iter, solve_time=solve_time, solver="sampled",
                    residuals=residuals)
