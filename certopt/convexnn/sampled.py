@@ -48,8 +48,10 @@ is far below min G (0.239) because with n >> d the cones are narrow, and
 the smallest split (an SOCP per group) multiplies ||u_i|| by about 38, so
 the split network has F > 1.2: no bound certifies it.
 
-When the cheap path does not certify within ``AL_ROUNDS`` rounds (measured:
-the hinge loss, whose bound converges slowly), the accurate path runs:
+When the cheap path does not certify within ``AL_ROUNDS`` rounds, or stops
+early because a round's certified relative gap (F - bound) / |bound| did not
+shrink (measured: the hinge loss, whose gap grows from round to round at
+first), the accurate path runs:
 the ADMM on the support with a working set, at min(tol, ``FALLBACK_MAX_TOL``)
 since the ADMM's tol bounds its residuals, not the gap.  The gated support can miss
 patterns the ReLU optimum needs (measured: F up to 16% above the ADMM's on
@@ -101,7 +103,7 @@ GATED_MAX_ITER = 500
 the hinge program took 15000 steps at n = 2000 without reaching SCREENING_TOL)."""
 VIOLATION_SLACK = 1e-3
 AL_ROUNDS = 4
-"""Augmented-Lagrangian rounds of the cheap path before the ADMM fallback."""
+"""Augmented-Lagrangian rounds of the cheap path at most before the ADMM fallback."""
 AL_INNER_ITER = 100
 """FISTA steps per augmented-Lagrangian round."""
 AL_PENALTY = 10.0
@@ -394,6 +396,7 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
                  "support_size": float(support.sum()), "admm_fallback": 0.0,
                  "violated_patterns": 0.0, "al_rounds": 0.0}
     rounds = augmented_lagrangian_rounds(problem, support, u, options)
+    previous_gap = math.inf
     with progress(AL_ROUNDS, options.verbose, desc="sampled augmented Lagrangian") as bar:
         for v, w, dual, multipliers, steps in rounds:
             n_iter += steps
@@ -405,6 +408,10 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
             bar.update(1, objective=result.objective, bound=result.bound)
             if within_tolerance(result.objective, result.bound, options.tol):
                 return result
+            relative_gap = result.gap / abs(result.bound) if result.bound else math.inf
+            if not relative_gap < previous_gap:  # no progress: go to the ADMM now
+                break
+            previous_gap = relative_gap
     fallback = dataclasses.replace(options, tol=min(options.tol, FALLBACK_MAX_TOL))
     accurate = working_set_admm(problem, support, fallback)
     n_iter += accurate.n_iter

@@ -137,8 +137,8 @@ def test_status_is_optimal_only_with_a_certified_gap_or_the_admm(loss):
         assert result.status is Status.OPTIMAL
         assert result.gap <= tol * abs(result.bound)
     else:
-        # measured: these small instances are not certified in AL_ROUNDS rounds
-        assert result.residuals["al_rounds"] == sampled_module.AL_ROUNDS
+        # measured: these small instances are not certified by the rounds
+        assert 1 <= result.residuals["al_rounds"] <= sampled_module.AL_ROUNDS
     reference = solve_cvxpy(problem, SolverOptions())
     assert result.bound <= reference.objective + 1e-7
 
