@@ -10,17 +10,18 @@ with the bias, P = 20, lam = 1e-3, hinge).  Times are CPU seconds
 (time.process_time; the machine may be shared); cvxpy's include its
 compilation.
 
-Measured (2 shared CPU cores, --threads 1):
-  scoreboard n = 30, d = 3, P = 10, seeds 0 and 1: 7 of 8 certified (400-5800
-  iterations, 1-15 s; Clarabel 0.03-0.06 s); the hinge one at eps 0.1, seed 0,
-  is 8e-8 from Clarabel, meets the cones, but its certified gap stays 2e-6 > tol
-  (MAX_ITER).  Before this version: 4 of 8 in 5000 iterations.
-  --quick (n = 20, d = 2, P = 6, seeds 2 and 3): 8 of 8 certified.
-  breast cancer, eps 0.1: the optimum is the zero network (objective 1, every
-  robust cone forces it); ADMM certifies it in 1990 iterations (n = 250) / 1060
-  (n = 398): 5.7-6.4 s vs Clarabel 7.0-8.4 s (n = 250), 3.9 s vs 12.1 s (n = 398).
-  eps 0.02 / 0.05 (n = 250; nonzero optimum 0.0245 / 0.423): ADMM MAX_ITER after
-  10000 iterations, 66% / 17% above the optimum (37 s), Clarabel 24-27 s.
+Measured (2 shared CPU cores, --threads 1, CPU seconds):
+  scoreboard n = 30, d = 3, P = 10, seeds 0 and 1: 8 of 8 certified, 800-5800
+  iterations, 0.8-7 s (Clarabel 0.03-0.06 s: the ADMM is 20-190x slower on
+  these tiny programs); before this version 4 of 8 in 5000 iterations (7 of 8 in
+  20000).  Seeds 4 and 5 (not used for tuning): 8 of 8, 400-7530 iterations.
+  --quick (n = 20, d = 2, P = 6, seeds 2 and 3): 8 of 8.
+  breast cancer, eps 0.1: the optimum is the zero network (objective 1: the
+  robust cones force it); the ADMM certifies it in 1990 iterations, 4.5 s vs
+  Clarabel 10.0 s (n = 250), 1060 iterations, 2.9 s vs 17.7 s (n = 398).
+  eps 0.05 (n = 250, optimum 0.423): MAX_ITER after 10000 iterations, returned
+  network's certified objective 17% above the optimum, cones violated by 3e-4,
+  dual bound far below (22 s; Clarabel 38 s); without the rho step 9% above.
 
     python benchmarks/convexnn_robust.py --quick
     python benchmarks/convexnn_robust.py --threads 1

@@ -86,11 +86,10 @@ CHECK_EVERY = 10
 BLOCK_SCALES = (1.0, 0.3, 3.0, 0.3, 0.3)
 """Scales (c_z, c_r, c_t, c_q, c_s) of the constraint blocks (see :class:`_RobustMap`)."""
 DEFAULT_RHO = {"hinge": 1e-3, "squared": 1e-2}
-"""Default penalty on the rescaled data, per loss (grids over 3e-4..3e-2 on the tests'
-problems and 8 more small ones; the best rho depends on the instance: hinge with
-1e-2 certified 2 of 4 extra instances in 5000 iterations but not the tests' one.
-Not scaled with lam: on breast cancer, lam = 1e-3, rho = 1e-2 made more progress
-than 1e-3 and 1e-4)."""
+"""Initial penalty on the rescaled data, per loss (grids over 3e-4..3e-2 on small
+problems; the best rho depends on the instance, see RHO_STEP; with the block scales,
+3x or 10x this rho left 2 to 4 of the 8 small instances further from the optimum
+after 4000 iterations).  Not scaled with lam."""
 RHO_STEP_AT = 2000
 RHO_STEP = 10.0
 RHO_STEP_VIOLATION = 1e-3
@@ -115,7 +114,8 @@ FIT_BELOW = 1e-3
 multipliers of each dual guess once a point meeting the cones is within a relative
 certified gap FIT_BELOW (earlier, a tighter bound would not end the solve)."""
 FEASIBILITY = 1e-9
-"""Largest robust-cone violation of an accepted polished point."""
+"""Largest robust-cone violation of a candidate (ADMM iterate or polished point) that
+may be returned as OPTIMAL: round-off."""
 
 
 def project_robust_cone(a: torch.Tensor, b: torch.Tensor, eps: float,
