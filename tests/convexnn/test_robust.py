@@ -105,6 +105,37 @@ def test_admm_certifies_other_instances(seed, loss, eps):
     assert result.bound <= reference.convex_objective * (1 + 1e-6)
 
 
+def test_cone_projection_warm_start_and_polar_fit(small):
+    from certopt.convexnn.robust_admm import fit_cone_duals, project_robust_cone
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(24, 5, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    t, q, theta = project_robust_cone(a, b, 0.3)
+    assert float((t - 0.3 * q.abs().sum(dim=1)[None, :]).min()) >= -1e-12
+    for start in (3 * theta + 1, torch.zeros_like(theta), torch.rand(5, generator=gen,
+                                                                        dtype=torch.float64)):
+        t_w, q_w, theta_w = project_robust_cone(a, b, 0.3, start.to(torch.float64))
+        torch.testing.assert_close(theta_w, theta, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(t_w, t, rtol=1e-12, atol=1e-12)
+    # Moreau: x - proj_C(x) lies in the polar cone {t <= 0, ||q||_inf <= eps sum(-t)}
+    _, problem = small
+    robust = RobustProblem.from_problem(problem, 0.1)
+    ops = robust.operators()
+    n, P, d_f = problem.n_samples, problem.n_patterns, 2
+    guess = (torch.randn(n, generator=gen, dtype=torch.float64) / n,
+             torch.randn(n, d_f, generator=gen, dtype=torch.float64) / n,
+             torch.randn(n, 2 * P, generator=gen, dtype=torch.float64),
+             torch.randn(2 * P, d_f, generator=gen, dtype=torch.float64))
+    a_d, r_d, t_d, q_d = fit_cone_duals(ops, robust.loss, problem.y, problem.lam, 0.1, guess, 50)
+    assert float(t_d.max()) <= 0.0
+    assert bool((q_d.abs().amax(dim=1) <= 0.1 * (-t_d).sum(dim=0) + 1e-12).all())
+    reference = fit_robust(problem, 0.1, solver="cvxpy")
+    fitted = ops.dual_bound(robust.loss, problem.y, problem.lam, 0.1, a_d, r_d, t_d, q_d)[0]
+    raw = ops.dual_bound(robust.loss, problem.y, problem.lam, 0.1, *guess)[0]
+    assert raw <= fitted <= reference.convex_objective + 1e-7, (raw, fitted)
+
+
 def test_admm_stops_early_with_honest_status(small):
     _, problem = small
     reference = fit_robust(problem, 0.1, solver="cvxpy")
