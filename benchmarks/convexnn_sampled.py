@@ -9,12 +9,14 @@ squared loss, classification the hinge loss on the teacher's signs.
 * the ADMM runs at tol in ``ADMM_LADDER`` (from scratch each time) and at its
   default tol (1e-6, capped by --max-iter); F_admm, the ADMM solution's F,
   is that of the default-tol run.
+* cvxpy (Clarabel) runs for n <= --cvxpy-max (the quick cases).
 * printed per solver run: wall and CPU seconds (time.process_time; the
   machine may be shared), F, F / F_admm, the certified relative gap
   (F - bound) / |bound|, and for sampled the path taken (al: certified by
   the augmented-Lagrangian rounds; admm: fallback).  Then the time ratios
   against sampled of: the first ladder run with F <= (1 + TARGET) F_admm
-  (uncertified), the first with a certified gap <= TARGET, the default run.
+  (uncertified), the first with a certified gap <= TARGET, the default run,
+  and cvxpy.
 
 The F of sampled's network can be below F_admm: its neurons may leave the
 sampled patterns' cones (the module docstring of certopt.convexnn.sampled).
@@ -47,6 +49,7 @@ import torch
 
 from certopt.convexnn.admm import solve_admm
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.reference import solve_cvxpy
 from certopt.convexnn.sampled import solve_sampled
 
 TARGET = 0.02
@@ -96,6 +99,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device of ADMM and sampled")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-iter", type=int, default=5000)
+    parser.add_argument("--cvxpy-max", type=int, default=500,
+                        help="largest n for which cvxpy (Clarabel, on the CPU) runs")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -119,6 +124,11 @@ def main() -> None:
         runs = [("sampled", sampled)] + [(f"admm tol={tol:g}", run)
                                          for tol, run in zip(ADMM_LADDER, ladder)]
         runs.append((f"admm default{'' if default[0].converged else '*'}", default))
+        cvxpy = (float("nan"), float("nan"))
+        if n <= args.cvxpy_max:
+            # the cvxpy model is built from CPU copies; its certificate runs on the device
+            runs.append(("cvxpy", timed(solve_cvxpy, problem, SolverOptions())))
+            cvxpy = runs[-1][1][1:]
         for name, (result, wall, cpu) in runs:
             path = "-"
             if name == "sampled":
@@ -129,17 +139,18 @@ def main() -> None:
         admm_runs = ladder + [default]
         reach = first(admm_runs, lambda r, f=f_admm: r.objective <= (1 + TARGET) * f)
         certified = first(admm_runs, lambda r: relative_gap(r) <= TARGET)
-        summary.append((task, n, problem.n_patterns, sampled, reach, certified, default))
+        summary.append((task, n, problem.n_patterns, sampled, sampled[0].objective / f_admm,
+                         reach, certified, default[1:], cvxpy))
     print()
-    print("time ratios ADMM / sampled (wall, cpu); F ratio sampled / F_admm")
+    print("time ratios ADMM (or cvxpy) / sampled (wall/cpu); F ratio sampled / F_admm")
     header = (f"{'task':<14} {'n':>5} {'P':>4} | {'F ratio':>8} {'to 2% F':>13} "
-              f"{'to cert 2%':>13} {'default':>13}")
+              f"{'to cert 2%':>13} {'default':>13} {'cvxpy':>13}")
     print(header)
     print("-" * len(header))
-    for task, n, P, (result, wall, cpu), reach, certified, default in summary:
-        ratios = [f"{t[0] / wall:>6.2f}/{t[1] / cpu:<6.2f}" for t in (reach, certified,
-                                                                      default[1:])]
-        print(f"{task:<14} {n:>5} {P:>4} | {result.objective / default[0].objective:>8.4f} "
+    for task, n, P, (_, wall, cpu), f_ratio, reach, certified, default, cvxpy in summary:
+        ratios = [f"{t[0] / wall:>6.2f}/{t[1] / cpu:<6.2f}"
+                  for t in (reach, certified, default, cvxpy)]
+        print(f"{task:<14} {n:>5} {P:>4} | {f_ratio:>8.4f} "
               + " ".join(f"{r:>13}" for r in ratios))
 
 
