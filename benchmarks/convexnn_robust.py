@@ -22,11 +22,13 @@ Measured (2 shared CPU cores, --threads 1, CPU seconds):
   (MAX_ITER): neither rho 1e-4..1e-2, nor Anderson off, nor 30000 iterations got it
   closer than 1.5%.  Seeds 4 and 5 at eps 0 and 0.1: 8 of 8 (400-8580 iterations).
   breast cancer, eps 0.1: the optimum is the zero network (objective 1: the
-  robust cones force it); the ADMM certifies it in 1990 iterations, 4.5 s vs
-  Clarabel 10.0 s (n = 250), 1060 iterations, 2.9 s vs 17.7 s (n = 398).
+  robust cones force it); the ADMM certifies it in 1990 iterations, 4.1-4.5 s vs
+  Clarabel 7.0-10.0 s (n = 250), 1060 iterations, 2.7-2.9 s vs 11.3-17.7 s (n = 398).
   eps 0.05 (n = 250, optimum 0.423): MAX_ITER after 10000 iterations, returned
-  network's certified objective 17% above the optimum, cones violated by 3e-4,
-  dual bound far below (22 s; Clarabel 38 s); without the rho step 9% above.
+  network's certified objective 18% above the optimum, cones violated by 2e-4,
+  dual bound far below (20 s; Clarabel 31 s).
+  The squared instance at seed 6, eps 0.05 needed 9300-9800 iterations (close to
+  the default limit).
 
     python benchmarks/convexnn_robust.py --quick
     python benchmarks/convexnn_robust.py --threads 1
