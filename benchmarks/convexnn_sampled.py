@@ -78,6 +78,8 @@ def timed(solver, problem, options):
         warnings.simplefilter("ignore")
         wall, cpu = time.perf_counter(), time.process_time()
         result = solver(problem, options)
+        if problem.X.is_cuda:
+            torch.cuda.synchronize()
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 

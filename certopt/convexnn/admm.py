@@ -5,7 +5,8 @@ Splitting, with u = (v, w) stacked as a (2, P, d) tensor:
     minimize   L(z) + lam sum_i ||s_i|| + 1_{>=0}(t)
     subject to z = F u,   s = u,   t = G u
 
-where F u = sum_i D_i X (v_i - w_i) and G u = (S_i X v_i, S_i X w_i).  With
+where F u = sum_i D_i X (v_i - w_i) and G u = gamma (S_i X v_i, S_i X w_i),
+gamma = ``options.cone_weight`` (below; 1 by default).  With
 scaled duals a (n), b (2, P, d), c (2, P, n) the iteration is written as a
 fixed-point map p -> T(p) on the points fed to the proximal steps,
 p = (z + a, s + b, t + c), from which everything else follows:
@@ -19,7 +20,7 @@ p = (z + a, s + b, t + c), from which everything else follows:
 
 The t part (2 P n numbers) dominates the memory traffic, so one step never
 forms x = prox(p) there: its reflection 2 (p_t)_+ - p_t is |p_t| (G^T reads
-S |p_t| = copysign(p_t, S)) and T(p)_t = p_t - alpha (p_t)_+ + alpha G u, a
+gamma S |p_t| = gamma copysign(p_t, S)) and T(p)_t = p_t - alpha (p_t)_+ + alpha G u, a
 few passes into reused buffers (12.4 -> 7.9 ms CPU per iteration at n = 2000,
 d = 50, P = 100, one thread).
 
@@ -63,12 +64,14 @@ gamma = 1 / sqrt 2: n, d, P = 300, 10, 20: 1520 / 2480; 500, 20, 40:
 squared problem: 3760 / > 4000.  With gamma = 1 the larger problems'
 iterates undershoot F* (cones violated) and creep back; gamma = 2 was better
 still at n = 1000 (840) but worse at 300 (3420) and 2000 (2020).  Neither
-these sizes nor the residuals gave a rule, so the default stays 1.
+these sizes nor the residuals gave a rule, so the default stays 1.  The
+primal residual measures gamma G u - t, so for one tol a gamma < 1 allows
+cone violations about 1/gamma times larger.
 
 The u-system (step 2), two solvers (``options.linear_solver``):
 
-* ``"direct"``: the Woodbury identity.  With K = I + X^T X, G^T G is block
-  diagonal with blocks X^T X, and F (I + G^T G)^{-1} F^T = 2 (X K^{-1} X^T) o
+* ``"direct"``: the Woodbury identity.  With K = I + gamma^2 X^T X, G^T G is block
+  diagonal with blocks gamma^2 X^T X, and F (I + G^T G)^{-1} F^T = 2 (X K^{-1} X^T) o
   (D^T D) (n x n), so one d x d inverse and the inverse of the n x n matrix
   I + c_F F (I + G^T G)^{-1} F^T are computed up front (and again when rho
   changes c_F); every iteration is then a few batched (P x n) by (n x d)
@@ -92,7 +95,7 @@ is the equivalent scaled multiplier (F u - y) / (n rho), so that both forms
 of the squared loss stop alike).  The returned point is s
 of T(p) (exactly group sparse), certified by
 :func:`certopt.convexnn.certificate.certify` with the cone multipliers
-mu = -rho c_v, nu = -rho c_w (rho the current penalty).
+mu = -gamma rho c_v, nu = -gamma rho c_w (rho the current penalty).
 """
 
 from __future__ import annotations
@@ -382,8 +385,8 @@ class _FixedPointMap:
         """(T(p), u, u X^T) for the relaxation ``alpha``: steps 1-3 in few passes over t.
 
         The t part is the large one (2 P n), so it is never formed from x = prox(p):
-        its reflection is 2 (p_t)_+ - p_t = |p_t|, G^T reads S |p_t| = copysign(p_t, S),
-        and T(p)_t = p_t - alpha (p_t)_+ + alpha S o (X u).  ``u X^T`` lives in a buffer
+        its reflection is 2 (p_t)_+ - p_t = |p_t|, G^T reads gamma S |p_t| (a copysign),
+        and T(p)_t = p_t - alpha (p_t)_+ + alpha gamma S o (X u).  ``u X^T`` lives in a buffer
         that the next call overwrites.
         """
         ops = self.ops
@@ -461,6 +464,7 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     s and rho.
     """
     start = time.perf_counter()
+    check_scalar(options.max_iter, "max_iter", low=1, integer=True)
     sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
     T = _FixedPointMap(problem, options, sigma)
     T.set_rho(float(options.rho) if options.rho is not None else default_rho(problem))

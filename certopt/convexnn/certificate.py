@@ -56,7 +56,8 @@ def scaled_dual_bound(problem: ConvexReLUProblem, dual: torch.Tensor, mu: torch.
 
 def fit_cone_multipliers(problem: ConvexReLUProblem, dual: torch.Tensor,
                          mu: torch.Tensor | None = None, nu: torch.Tensor | None = None,
-                         max_steps: int = NNLS_STEPS, check_every: int = 10
+                         max_steps: int = NNLS_STEPS, check_every: int = 10,
+                         min_progress: float = NNLS_MIN_PROGRESS
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pattern NNLS for (mu, nu) given l, by FISTA with projection on >= 0.
 
@@ -64,7 +65,9 @@ def fit_cone_multipliers(problem: ConvexReLUProblem, dual: torch.Tensor,
     targets T = (D l, -D l), all blocks at once; step 1/||X||_2^2 (S_i is
     diagonal with entries +-1).  Stops early once every block norm is
     <= lam (the scaling is then 1 and cannot improve), or once the largest
-    norm's excess over lam stalls (``NNLS_MIN_PROGRESS``).  Returns (mu, nu).
+    norm's excess over lam shrinks by less than ``min_progress`` of itself
+    over ``check_every`` steps (0: only the cap stops it; every block then gets
+    its full fit, as a per-pattern test needs).  Returns (mu, nu).
     """
     X, signs = problem.X, problem.signs
     target = torch.stack([problem.D * dual, -problem.D * dual])
@@ -78,7 +81,8 @@ def fit_cone_multipliers(problem: ConvexReLUProblem, dual: torch.Tensor,
         residual = (target - signs * point) @ X  # (2, P, d)
         if it % check_every == 0:
             excess = float(torch.linalg.vector_norm(residual, dim=2).max()) - problem.lam
-            if excess <= 0.0 or last_excess - excess < NNLS_MIN_PROGRESS * last_excess:
+            stalled = min_progress > 0.0 and last_excess - excess < min_progress * last_excess
+            if excess <= 0.0 or stalled:
                 break
             last_excess = excess
         previous, momentum = current, next_momentum

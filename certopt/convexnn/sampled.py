@@ -93,15 +93,17 @@ HINGE_SMOOTHING = (1e-1, 1e-2, 1e-3)
 """Widths (in margin units) of the Moreau smoothing of the hinge loss in step 1,
 solved in turn, each warm started from the previous (continuation)."""
 CHECK_EVERY = 10
+"""FISTA steps between two stopping tests."""
 WORKING_SET_ROUNDS = 6
 """Re-solves on the growing support (step 2) before giving up on missing patterns."""
 SCREENING_TOL = 1e-3
 """Tolerance of the gated FISTA and of the working-set rounds before the final solve:
 they only have to find the support."""
 GATED_MAX_ITER = 500
-"""FISTA steps per smoothing stage of step 1 (a support and a warm start, not an answer:
-the hinge program took 15000 steps at n = 2000 without reaching SCREENING_TOL)."""
+"""FISTA steps per smoothing stage of step 1 (a support and a warm start, not an answer;
+the hinge program's smoothed stages can take thousands of steps at n = 2000)."""
 VIOLATION_SLACK = 1e-3
+"""Relative slack on lam before a pattern off the support counts as violated."""
 AL_ROUNDS = 4
 """Augmented-Lagrangian rounds of the cheap path at most before the ADMM fallback."""
 AL_INNER_ITER = 100
@@ -113,7 +115,8 @@ FALLBACK_MAX_TOL = 1e-3
 gap (measured at n = 2000, d = 50, P = 100: certified relative gaps 9% at 1e-2 (squared)
 and 51-59% at 2e-2 (hinge), but 0.6% and 2.2% at 1e-3)."""
 CHECK_NNLS_STEPS = 100
-"""Multiplier-fit steps of each round's certificate (the ADMM path's runs the full fit)."""
+"""Multiplier-fit steps of each round's certificate (the final certificates use the
+default cap, ``certificate.NNLS_STEPS``)."""
 
 
 class GatedProgram:
@@ -190,15 +193,14 @@ class ConePenalisedProgram:
 
 
 def fista(program: GatedProgram | ConePenalisedProgram, options: SolverOptions,
-          start: torch.Tensor | None = None) -> tuple[torch.Tensor, Status, int]:
-    """Minimise f + lam sum ||u_i|| by FISTA with backtracking and gradient restarts.
+          start: torch.Tensor) -> tuple[torch.Tensor, Status, int]:
+    """Minimise f + lam sum ||u_i|| from ``start`` by FISTA with backtracking and restarts.
 
-    Stops when the gradient mapping ``||L (y - x+)||`` is below ``tol`` times
-    ``max(1, ||grad f(x+)||)`` (a relative first-order optimality measure).
+    Stops when the gradient mapping ``L ||y - x+||`` at the extrapolated point y
+    (L the step's Lipschitz estimate after its decay) is below ``tol`` times
+    ``max(1, ||grad f(y)||)`` (a relative first-order optimality measure).
     """
-    X = program.problem.X
-    P, d = program.problem.n_patterns, program.problem.n_features
-    x = torch.zeros(P, d, dtype=X.dtype, device=X.device) if start is None else start
+    x = start
     point, momentum = x, 1.0
     lipschitz = 1.0
     status, n_iter = Status.MAX_ITER, 0
@@ -214,7 +216,9 @@ def fista(program: GatedProgram | ConePenalisedProgram, options: SolverOptions,
                 if program.value(candidate) <= model + 1e-12 * abs(model):
                     break
                 lipschitz *= 2.0
-            if float((step * (candidate - x)).sum()) > 0:      # restart: momentum hurts
+            # gradient restart (O'Donoghue & Candes): the generalised gradient at the
+            # extrapolated point, L (point - candidate), points along the last move
+            if float((step * (candidate - x)).sum()) < 0:
                 momentum = 1.0
             next_momentum = 0.5 * (1 + math.sqrt(1 + 4 * momentum ** 2))
             point = candidate + ((momentum - 1) / next_momentum) * (candidate - x)
@@ -244,7 +248,8 @@ def solve_gated(problem: ConvexReLUProblem, options: SolverOptions
     the status is that of the last stage.
     """
     widths = HINGE_SMOOTHING if problem.loss.name == "hinge" else HINGE_SMOOTHING[-1:]
-    u, n_iter, status = None, 0, Status.MAX_ITER
+    u = problem.X.new_zeros(problem.n_patterns, problem.n_features)
+    n_iter, status = 0, Status.MAX_ITER
     for width in widths:
         u, status, steps = fista(GatedProgram(problem, width), options, start=u)
         n_iter += steps
@@ -269,15 +274,15 @@ def violated_patterns(problem: ConvexReLUProblem, support: torch.Tensor,
     w = embed(network.w, support, problem.n_patterns)
     dual = problem.loss.gradient(problem.predict_convex(v, w), problem.y)
     others = dataclasses.replace(problem, D=problem.D[outside], is_global=False)
-    mu, nu = fit_cone_multipliers(others, dual)
+    mu, nu = fit_cone_multipliers(others, dual, min_progress=0.0)  # every block converged
     norms = others.dual_constraint_norms(dual, mu, nu).amax(dim=0)
     missing[outside[norms > problem.lam * (1 + VIOLATION_SLACK)]] = True
     return missing
 
 
 def within_tolerance(objective: float, bound: float, tol: float) -> bool:
-    """The certified test F - bound <= tol |bound|: then F <= (1 + tol) min G."""
-    return objective - bound <= tol * abs(bound)
+    """The certified test F - bound <= tol |bound| (bound finite): then F <= (1 + tol) min G."""
+    return math.isfinite(bound) and objective - bound <= tol * abs(bound)
 
 
 def embed(values: torch.Tensor, support: torch.Tensor, P: int) -> torch.Tensor:
@@ -341,7 +346,7 @@ def working_set_admm(problem: ConvexReLUProblem, support: torch.Tensor, options:
     screened = options.tol >= SCREENING_TOL
     n_iter = 0
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always")
         for round_ in range(WORKING_SET_ROUNDS):
             last = round_ == WORKING_SET_ROUNDS - 1
             restricted = dataclasses.replace(problem, D=problem.D[support], is_global=False)
@@ -355,7 +360,10 @@ def working_set_admm(problem: ConvexReLUProblem, support: torch.Tensor, options:
             else:
                 screened = True
     status = network.status
-    messages = [str(w.message) for w in caught]
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    for other in caught:  # pass on what is not the rounds' own convergence news
+        if not issubclass(other.category, ConvergenceWarning):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
     if status is Status.OPTIMAL and bool(missing.any()):
         # Optimal on the support, but some pattern's dual constraint is still violated:
         # the network need not be optimal over all P patterns.
@@ -375,9 +383,13 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     returned network.  Step 1 runs at most ``GATED_MAX_ITER`` steps per stage
     (``residuals["gated_converged"]`` says whether it reached its tolerance;
     it only proposes the support and the warm start).  Cheap path (module
-    docstring): status OPTIMAL when F - bound <= tol |bound| was certified.
+    docstring): status OPTIMAL when F - bound <= tol |bound| was certified,
+    i.e. F <= (1 + tol) min G; the network may leave its patterns' cones
+    (``residuals["cone_violation"]``), so ``convex_objective`` (G at (v, w))
+    then describes no feasible point, and the gap can be negative.
     Otherwise the working-set ADMM runs at min(tol, ``FALLBACK_MAX_TOL``)
-    and its status is returned (MAX_ITER
+    and its status is returned: there OPTIMAL means the ADMM's residual test
+    passed (its meaning of tol), not that the gap is below tol (MAX_ITER
     with a ConvergenceWarning when it stopped early; INACCURATE, with the
     warning, when patterns outside the support still violate their dual
     constraint after WORKING_SET_ROUNDS re-solves).

@@ -202,12 +202,30 @@ def test_direct_and_cg_u_solves_equal_a_dense_solve(weight, cone_weight):
                                    atol=1e-9 * np.abs(expected @ X.T).max())
 
 
-@pytest.mark.parametrize("loss", ["squared", "hinge"])
-def test_cone_weight_keeps_the_optimum_and_a_valid_certificate(loss):
+@pytest.mark.parametrize("loss, cone_weight",
+                         [("squared", 2.0), ("hinge", 2.0), ("squared", 0.5 ** 0.5)])
+def test_cone_weight_keeps_the_optimum_and_a_valid_certificate(loss, cone_weight, monkeypatch):
+    from certopt.convexnn import admm
+
     problem = _small_regression(loss)
     reference = solve_cvxpy(problem, SolverOptions())
-    result = solve_admm(problem, SolverOptions(tol=1e-6, max_iter=20_000, cone_weight=2.0))
+    certified = []
+
+    def certify_without_refit(*args, **kwargs):  # the solver's own multipliers, unrefitted
+        certified.append(kwargs)
+        return admm_certify(*args, **kwargs, nnls_steps=0)
+
+    admm_certify = admm.certify
+    monkeypatch.setattr(admm, "certify", certify_without_refit)
+    result = solve_admm(problem, SolverOptions(tol=1e-6, max_iter=20_000,
+                                               cone_weight=cone_weight))
     assert result.status is Status.OPTIMAL
+    # mu = -gamma rho c: with the factor gamma the dual constraints hold to the tolerance
+    kwargs = certified[0]
+    dual = problem.loss.project_dual(kwargs["duals"][0], problem.y)
+    worst = problem.dual_constraint_norms(dual, kwargs["mu"].clamp(min=0),
+                                          kwargs["nu"].clamp(min=0)).max()
+    assert float(worst) <= problem.lam * (1 + 1e-3)
     assert result.objective == pytest.approx(reference.objective, rel=1e-4)
     assert result.lower_bound <= reference.objective + 1e-9
     assert result.gap <= 1e-4 * result.objective
@@ -246,3 +264,40 @@ def test_bad_acceleration_and_solver_options_are_clear_errors():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(InputValueError, match="cone_weight"):
             solve_admm(_small_regression(), SolverOptions(cone_weight=bad))
+
+
+@pytest.mark.parametrize("loss", ["squared", "hinge"])
+@pytest.mark.parametrize("cone_weight", [1.0, 2.0])
+@pytest.mark.parametrize("linear_solver", ["direct", "cg"])
+def test_one_step_equals_the_dense_over_relaxed_admm(loss, cone_weight, linear_solver):
+    """T(p) of the fast step against the textbook map p + alpha (A u - x), x = prox(p),
+    u = argmin ||A u - (2 x - p)|| with A = (F; I; gamma G) as dense matrices (for the
+    folded squared loss A = (I; gamma G) and the loss enters the normal equations)."""
+    from certopt.convexnn.admm import _FixedPointMap
+
+    problem = _small_regression(loss, n=30)
+    sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
+    T = _FixedPointMap(problem, SolverOptions(cone_weight=cone_weight, tol=1e-12,
+                                              linear_solver=linear_solver), sigma)
+    rho, alpha = 0.37, 1.8
+    T.set_rho(rho)
+    X, D, y = (problem.X / sigma).numpy(), problem.D.numpy(), problem.y.numpy()
+    (P, n), d = D.shape, X.shape[1]
+    F = np.hstack([D[i][:, None] * X for i in range(P)] + [-D[i][:, None] * X for i in range(P)])
+    G = np.zeros((2 * P * n, 2 * P * d))
+    for block in range(2 * P):
+        signs = 2.0 * D[block % P] - 1.0
+        G[block * n:(block + 1) * n, block * d:(block + 1) * d] = cone_weight * signs[:, None] * X
+    p = torch.randn(sum(T.sizes), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x, reflection = T.prox(p).numpy(), (2.0 * T.prox(p) - p).numpy()
+    if loss == "squared":
+        c_F = 1.0 / (n * rho)
+        A = np.vstack([np.eye(2 * P * d), G])
+        u = np.linalg.solve(c_F * F.T @ F + A.T @ A, c_F * F.T @ y + A.T @ reflection)
+    else:
+        A = np.vstack([F, np.eye(2 * P * d), G])
+        u = np.linalg.solve(A.T @ A, A.T @ reflection)
+    expected = p.numpy() + alpha * (A @ u - x)
+    p_next, u_step, _ = T.step(p, alpha)
+    np.testing.assert_allclose(p_next.numpy(), expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    np.testing.assert_allclose(u_step.numpy().ravel(), u, rtol=0, atol=1e-9 * np.abs(u).max())

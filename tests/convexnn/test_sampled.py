@@ -49,12 +49,17 @@ def make_problem(loss: str, n: int = 60, n_patterns: int = 15, seed: int = 0
                                        random_state=seed)
 
 
+STEPS_BOUND = {"squared": 800, "logistic": 450}  # measured 420, 220; without momentum 4180, 1560
+
+
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 def test_fista_solves_the_gated_program(loss):
     problem = make_problem(loss)
     program = GatedProgram(problem)
-    u, status, _ = fista(program, SolverOptions(max_iter=5000, tol=1e-8))
+    start = problem.X.new_zeros(problem.n_patterns, problem.n_features)
+    u, status, steps = fista(program, SolverOptions(max_iter=5000, tol=1e-8), start)
     assert status is Status.OPTIMAL
+    assert steps <= STEPS_BOUND[loss]  # accelerated: plain proximal gradient needs far more
     value = float(problem.loss.value(program.predict(u), problem.y)) + program.penalty(u)
     assert value == pytest.approx(gated_cvxpy(problem), rel=1e-6)
 
@@ -122,7 +127,7 @@ def test_cheap_path_is_certified_within_tol_of_the_cvxpy_optimum(seed):
     assert result.bound <= reference.objective + 1e-7
     # ... and F within tol of it, hence of the optimum and of the ADMM's F
     assert result.gap <= tol * abs(result.bound)
-    assert result.objective <= reference.objective + max(result.gap, 0.0) + 1e-7
+    assert result.objective <= (1 + tol) * reference.objective
     assert result.objective <= (1 + tol) * admm.objective
 
 
@@ -130,15 +135,18 @@ def test_cheap_path_is_certified_within_tol_of_the_cvxpy_optimum(seed):
 def test_status_is_optimal_only_with_a_certified_gap_or_the_admm(loss):
     problem = make_problem(loss, n=80, n_patterns=20)
     tol = 0.02
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = solve_sampled(problem, SolverOptions(max_iter=3000, tol=tol))
+    warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
     if result.residuals["admm_fallback"] == 0:
-        assert result.status is Status.OPTIMAL
+        assert result.status is Status.OPTIMAL and not warned
         assert result.gap <= tol * abs(result.bound)
     else:
-        # measured: these small instances are not certified by the rounds
         assert 1 <= result.residuals["al_rounds"] <= sampled_module.AL_ROUNDS
+        # the ADMM's status: OPTIMAL, or another one announced by a warning
+        assert result.status is Status.OPTIMAL or warned
+        assert result.gap >= -1e-9 or result.residuals["cone_violation"] > 0
     reference = solve_cvxpy(problem, SolverOptions())
     assert result.bound <= reference.objective + 1e-7
 
@@ -206,7 +214,7 @@ def test_fista_runs_on_cuda_like_on_cpu():
         problem = ConvexReLUProblem.from_data(X, y, lam=1e-2, n_patterns=15, random_state=0,
                                               device=device)
         program = GatedProgram(problem)
-        u, _, _ = fista(program, options)
+        u, _, _ = fista(program, options, problem.X.new_zeros(15, problem.n_features))
         assert u.device.type == device
         values.append(program.value(u) + program.penalty(u))
     assert values[1] == pytest.approx(values[0], rel=1e-8)
