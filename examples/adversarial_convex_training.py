@@ -7,23 +7,22 @@ networks:
 * convex: ConvexReLUClassifier (hinge loss), global optimum over sampled patterns;
 * robust convex: the same with ``adversarial_eps=EPS`` (math note section 7);
   its ``robust_loss_`` certifies the worst-case training hinge loss;
-* PGD + Adam: a network of the robust one's width (the standard one's when the
-  robust net is empty) trained by Adam on PGD adversarial examples (the usual
-  non-convex recipe).
+* PGD + Adam: a network of the robust one's width trained by Adam on PGD
+  adversarial examples (the usual non-convex recipe).
 
-Prints clean and PGD accuracy on the held-out set for each (about 15 s on a
-CPU), then the robust program's certificate.  Measured: the robust cones of
-section 7 (no pattern may change inside any training ball) are so
-restrictive in 30 dimensions that at EPS = 0.1 the robust program's optimum
-is the zero network: the robust ADMM certifies it (objective = dual bound =
-1, the hinge loss of f = 0, after about 2000 iterations, 6 s; cvxpy +
-Clarabel: 7 s for the same answer up to its round-off, outputs below 2e-9
-whose signs are noise).  The zero network's output sits on the decision
-boundary, which PGD counts as an error, so its row reads 0.000; the PGD +
-Adam network (the standard convex net's width then) reaches 0.92 PGD
-accuracy, the standard convex net 0.82.  A smaller EPS gives a nonzero
-robust network, but there the robust ADMM does not converge in 10000
-iterations (benchmarks/convexnn_robust.py).
+Prints clean and PGD accuracy on the held-out set for each, then the robust
+program's certificate.  EPS = 0.03 (standardised features): the robust cones
+of section 7 (no pattern may change inside any training ball) are so
+restrictive in 30 dimensions that at EPS = 0.1 the robust optimum is the
+zero network (certified by the robust ADMM in about 2000 iterations), which
+shows nothing; at 0.03 it is a real network.  The robust program is solved by
+the cvxpy reference (Clarabel, certified: objective = dual bound, about 20 s):
+at this size and EPS the robust ADMM stops at max_iter with its certified
+objective 65% above the optimum (benchmarks/convexnn_robust.py lists where it
+converges).  Measured (about 30 s on a CPU): held-out PGD accuracy 0.934
+(standard convex), 0.940 (robust convex; certified worst-case training hinge
+loss 0.0061, equal to PGD's), 0.962 (PGD + Adam); clean accuracy 0.956,
+0.959, 0.975.
 
     python examples/adversarial_convex_training.py
 """
@@ -31,7 +30,6 @@ iterations (benchmarks/convexnn_robust.py).
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -42,7 +40,7 @@ from sklearn.preprocessing import StandardScaler
 from certopt.convexnn import ConvexReLUClassifier
 from certopt.convexnn.attack import pgd
 
-EPS = 0.1
+EPS = 0.03
 N_PATTERNS = 20
 LAM = 1e-3
 SEED = 0
@@ -68,7 +66,6 @@ def adam_adversarial_training(X: np.ndarray, y: np.ndarray, width: int, eps: flo
 
 
 def main() -> None:
-    warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
     data = load_breast_cancer()
     X_train, X_test, y_train, y_test = train_test_split(
         data.data, data.target, train_size=250, random_state=SEED, stratify=data.target)
@@ -82,12 +79,11 @@ def main() -> None:
                                     random_state=SEED).fit(X_train, y_train)
     rows.append(("convex (standard)", standard, time.perf_counter() - start))
     start = time.perf_counter()
-    robust = ConvexReLUClassifier(lam=LAM, n_patterns=N_PATTERNS, solver="admm",
+    robust = ConvexReLUClassifier(lam=LAM, n_patterns=N_PATTERNS, solver="cvxpy",
                                   random_state=SEED, adversarial_eps=EPS).fit(X_train, y_train)
     rows.append(("convex (robust)", robust, time.perf_counter() - start))
     start = time.perf_counter()
-    width = robust.n_neurons_ if robust.n_neurons_ > 0 else standard.n_neurons_
-    adam = adam_adversarial_training(X_train, signed_train, width, EPS)
+    adam = adam_adversarial_training(X_train, signed_train, max(robust.n_neurons_, 1), EPS)
     rows.append(("PGD + Adam", adam, time.perf_counter() - start))
 
     print(f"breast cancer, {len(X_train)} train / {len(X_test)} test, ell_inf eps = {EPS}")
@@ -102,7 +98,7 @@ def main() -> None:
           f">= PGD training hinge loss {train_attack.hinge_loss:.4f}")
     certificate = robust.certificate_
     print(f"robust program: {certificate.status.value}, objective {certificate.objective:.6f}, "
-          f"dual bound {certificate.bound:.6f}, {certificate.n_iter} ADMM iterations")
+          f"dual bound {certificate.bound:.6f} ({certificate.solver})")
 
 
 if __name__ == "__main__":
