@@ -21,15 +21,15 @@ squared loss, classification the hinge loss on the teacher's signs.
 The F of sampled's network can be below F_admm: its neurons may leave the
 sampled patterns' cones (the module docstring of certopt.convexnn.sampled).
 
-Measured (CPU, --threads 1, --max-iter 4000, shared 2-core machine; lam = 1e-2;
-ADMM / sampled time ratios, wall and CPU alike to 2%):
+Measured (CPU, --threads 1, --max-iter 4000, quiet 2-core machine, after the
+FISTA restart fix; lam = 1e-2; ADMM / sampled time ratios, wall and CPU alike to 2%):
 
     case                 path  F/F_admm  to 2% F  to cert 2%  default
-    regression 2000/100   al     0.41      2.7       6.2        17
-    hinge      2000/100   admm   0.99      0.21      0.70       2.2
-    regression 4000/200   al     0.46      4.5      11          23
+    regression 2000/100   al     0.40      3.5       7.3        20
+    hinge      2000/100   admm   0.99      0.24      0.78       2.3
+    regression 4000/200   al     0.44      9.1      23          44
 
-(sampled 2.1 s, 18.7 s, 7.0 s; ADMM at tol 1e-2 5.6 s, 3.9 s, 31 s.)  The hinge
+(sampled 1.8 s, 16.4 s, 3.5 s; ADMM at tol 1e-2 6.3 s, 3.9 s, 31.6 s.)  The hinge
 loss is not certified by the cheap path and falls back to the ADMM at tol 1e-3
 after the gated FISTA and a few rounds: slower than the ADMM alone.
 

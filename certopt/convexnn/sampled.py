@@ -40,7 +40,7 @@ network, and a network whose neurons leave the sampled cones can have F
 below min G (``residuals["cone_violation"]`` says by how much it leaves
 them; the gap is then negative).  Measured (benchmarks/convexnn_sampled.py,
 n = 2000, d = 50, P = 100, squared loss): the first round's network has F
-0.098 against min G = 0.239.
+0.096 against min G = 0.239.
 
 Why not split each gated u_i into its cones (v_i - w_i = u_i, both in the
 cone, same predictions)?  Measured on that problem: the gated optimum (0.052)
