@@ -163,21 +163,21 @@ class ConePenalisedProgram:
     envelope as in :class:`GatedProgram`.  The prox is the group lasso's.
     """
 
-    def __init__(self, problem: ConvexReLUProblem, multipliers: torch.Tensor, penalty: float,
+    def __init__(self, problem: ConvexReLUProblem, multipliers: torch.Tensor, delta: float,
                  smoothing: float = HINGE_SMOOTHING[-1]):
         self.problem = problem
         self.gated = GatedProgram(problem, smoothing)
         self.multipliers = multipliers
-        self.penalty = penalty
+        self.delta = delta
 
     def terms(self, x: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """(f(x), l = gradient of the (smoothed) loss at the prediction, (g - delta S X x)_+)."""
         problem = self.problem
         XU = x @ problem.X.T                                        # (2, P, n)
         value, dual = self.gated.smoothed_loss((problem.D * (XU[0] - XU[1])).sum(dim=0))
-        shifted = (self.multipliers - self.penalty * problem.signs * XU).clamp(min=0.0)
+        shifted = (self.multipliers - self.delta * problem.signs * XU).clamp(min=0.0)
         value += float(shifted.square().sum() - self.multipliers.square().sum()) / (
-            2.0 * self.penalty)
+            2.0 * self.delta)
         return value, dual, shifted
 
     def loss_and_gradient(self, x: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -189,7 +189,7 @@ class ConePenalisedProgram:
         return self.terms(x)[0]
 
     def prox(self, x: torch.Tensor, step: float) -> torch.Tensor:
-        return group_shrink(x, step * self.problem.lam)
+        return self.gated.prox(x, step)
 
 
 def fista(program: GatedProgram | ConePenalisedProgram, options: SolverOptions,
