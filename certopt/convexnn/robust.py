@@ -24,7 +24,7 @@ state): :func:`certified_margins` is a *sound* lower bound of the worst-case
 margin of an arbitrary two-layer ReLU network over the ball (exact when no
 neuron changes sign in the ball, which the robust cones guarantee; with
 y = -+1 it bounds the output from both sides), and
-:meth:`RobustProblem.dual_bound` a lower bound on the robust program's
+:meth:`GroupOperators.dual_bound` a lower bound on the robust program's
 optimum from any dual guess, by scaling (as in section 4).
 """
 

@@ -101,13 +101,17 @@ def tight_cones(t: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:
     return cone_slack(t, q, eps).abs() <= KINK_TOLERANCE * torch.clamp(t.abs(), min=1.0)
 
 
-def solve_kkt(K: torch.Tensor, rhs: torch.Tensor, primal: int) -> torch.Tensor:
+def solve_kkt(K: torch.Tensor, rhs: torch.Tensor, primal: int) -> torch.Tensor | None:
     """Solve the KKT system K sol = rhs by a regularised solve plus iterative refinement
-    (one LU factorisation of the regularised matrix serves every refinement step)."""
+    (one LU factorisation of the regularised matrix serves every refinement step);
+    None when the regularised matrix is singular in K's precision."""
     scale = float(K.abs().max())
-    shift = torch.full((K.shape[0],), REGULARISATION * scale, dtype=K.dtype, device=K.device)
+    relative = max(REGULARISATION, 10.0 * torch.finfo(K.dtype).eps)
+    shift = torch.full((K.shape[0],), relative * scale, dtype=K.dtype, device=K.device)
     shift[primal:] *= -1
-    factor, pivots = torch.linalg.lu_factor(K + torch.diag(shift))
+    factor, pivots, info = torch.linalg.lu_factor_ex(K + torch.diag(shift))
+    if int(info) != 0:
+        return None
 
     def solve(b: torch.Tensor) -> torch.Tensor:
         return torch.linalg.lu_solve(factor, pivots, b.unsqueeze(-1)).squeeze(-1)
@@ -124,7 +128,8 @@ def newton(x: torch.Tensor, groups: int, c: torch.Tensor, H0: torch.Tensor | Non
     """Newton's method for min c^T x + x^T H0 x / 2 + lam sum ||x_j|| s.t. A x = b.
 
     Starts from x (need not satisfy A x = b); steps are shortened so that no
-    group's norm drops below a tenth of its value.  Returns (x, multipliers).
+    group's norm drops below a tenth of its value.  Returns (x, multipliers); x is
+    NaN when a KKT matrix was singular (the caller then gives up the polish).
     """
     N, M = x.shape[0], A.shape[0]
     d = N // groups
@@ -143,6 +148,8 @@ def newton(x: torch.Tensor, groups: int, c: torch.Tensor, H0: torch.Tensor | Non
         K = torch.cat([torch.cat([H, A.T], dim=1),
                        torch.cat([A, torch.zeros(M, M, dtype=x.dtype, device=x.device)], dim=1)])
         sol = solve_kkt(K, torch.cat([-gradient, b - A @ x]), N)
+        if sol is None:
+            return torch.full_like(x, float("nan")), multipliers
         step, multipliers = sol[:N], sol[N:]
         new_norms = torch.linalg.vector_norm((x + step).reshape(groups, d), dim=1)
         length = 1.0
