@@ -151,6 +151,7 @@ def project_robust_cone(a: torch.Tensor, b: torch.Tensor, eps: float,
     if eps == 0:
         return a.clamp(min=0.0), b, torch.zeros(b.shape[0], dtype=b.dtype, device=b.device)
     magnitude = b.abs()
+    resolution = 4.0 * torch.finfo(b.dtype).eps  # a Newton step this small is round-off
     theta = (torch.zeros(b.shape[0], dtype=b.dtype, device=b.device) if start is None
              else start)
     for _ in range(NEWTON_STEPS):
@@ -161,7 +162,7 @@ def project_robust_cone(a: torch.Tensor, b: torch.Tensor, eps: float,
         c_a = above.sum(dim=0).to(b.dtype)
         excess = c_a * level - (a * above).sum(dim=0) - theta / eps
         new = (theta + excess / (c_a * eps * count + 1 / eps)).clamp(min=0.0)
-        done = bool((new - theta).abs().max() <= 1e-15 * (1 + new.abs().max()))
+        done = bool((new - theta).abs().max() <= resolution * (1 + new.abs().max()))
         theta = new
         if done:
             break
