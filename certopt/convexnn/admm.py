@@ -176,9 +176,10 @@ class _Operators:
         eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
         self.K = eye + cone_weight ** 2 * (X.T @ X)  # the blocks of I + G^T G
 
-    def apply_F(self, XW: torch.Tensor) -> torch.Tensor:
-        """F u = sum_i D_i X (v_i - w_i) from XW = (v - w) X^T, shape (P, n)."""
-        return (self.D * XW).sum(dim=0)
+    def apply_F(self, XW: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+        """F u = sum_i D_i X (v_i - w_i) from XW = (v - w) X^T, shape (P, n); with
+        ``overwrite``, XW is a scratch buffer and is multiplied by D in place."""
+        return (XW.mul_(self.D) if overwrite else self.D * XW).sum(dim=0)
 
     def apply_Ft(self, e: torch.Tensor) -> torch.Tensor:
         """F^T e, shape (2, P, d)."""
@@ -219,7 +220,7 @@ class _DirectSolve:
         ops = self.ops
         u = rhs @ self.K_inv
         XW = torch.matmul(u[0] - u[1], ops.X.T, out=self._XW)
-        e = self.inverse @ XW.mul_(ops.D).sum(dim=0)  # (I + c_F F K^-1 F^T)^-1 F K^-1 rhs
+        e = self.inverse @ ops.apply_F(XW, overwrite=True)  # (I + c_F F K^-1 F^T)^-1 F K^-1 rhs
         correction = (torch.mul(ops.D, e, out=self._XW) @ ops.X) @ self.K_inv  # (P, d)
         u = u - self.weight * torch.stack([correction, -correction])
         return u, torch.matmul(u, ops.X.T, out=self._XU)
@@ -411,8 +412,7 @@ class _FixedPointMap:
 
     def F(self, XU: torch.Tensor) -> torch.Tensor:
         """F u from XU = u X^T (through a buffer)."""
-        XW = torch.sub(XU[0], XU[1], out=self._half)
-        return XW.mul_(self.ops.D).sum(dim=0)
+        return self.ops.apply_F(torch.sub(XU[0], XU[1], out=self._half), overwrite=True)
 
     def image(self, u: torch.Tensor, XU: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(A u, F u): the flat A u = (F u, u, G u) (z part empty when the loss is folded)."""
