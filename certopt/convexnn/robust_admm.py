@@ -319,6 +319,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     best: tuple[float, torch.Tensor] | None = None   # certified objective, feasible point
     cone_fit: tuple[torch.Tensor, ...] | None = None
     rho_steps = _RhoSteps()
+    checked: tuple[torch.Tensor, torch.Tensor] | None = None   # (point, its prox) at a check
 
     def consider(point: torch.Tensor) -> None:
         """Keep ``point`` as the best candidate if it meets the cones and improves."""
@@ -331,12 +332,14 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     with progress(options.max_iter, options.verbose, desc="robust admm") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
-            p_next = T(p, T.prox(p))
+            x = checked[1] if checked is not None and checked[0] is p else T.prox(p)
+            p_next = T(p, x)
             if it % CHECK_EVERY and it != options.max_iter:
                 p, anchor = anderson_advance(accelerator, it, anchor, p_next)
                 bar.update(1)
                 continue
             x_next = T.prox(p_next)
+            checked = (p_next, x_next)   # the next iteration's prox when it starts at p_next
             split = T.variables(x_next)
             multipliers = T.multipliers(p_next, x_next)
             admm_point = split[4] / sigma
