@@ -134,15 +134,46 @@ CHECK_NNLS_STEPS = 100
 default cap, ``certificate.NNLS_STEPS``)."""
 
 
-class GatedProgram:
-    """The smooth part f(u) = L(sum_i D_i X u_i) and the group-lasso prox."""
+class GroupLassoProgram:
+    """f(x) + lam sum_i ||x_i||, with f(x) = h(x X^T) smooth: what :func:`fista` minimises.
+
+    A subclass gives h through ``loss_and_gradient_at(image)`` and
+    ``value_at(image)`` on the image x X^T (blocks of x are rows of d
+    weights), so that FISTA can extrapolate images as it extrapolates points
+    (the map is linear) and pay one product with X and one with X^T per step.
+    """
+
+    problem: ConvexReLUProblem
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.problem.X.T
+
+    def loss_and_gradient_at(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
+        raise NotImplementedError
+
+    def value_at(self, image: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def loss_and_gradient(self, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """f(x) and its gradient, the shape of x."""
+        return self.loss_and_gradient_at(self.forward(x))
+
+    def value(self, x: torch.Tensor) -> float:
+        return self.value_at(self.forward(x))
+
+    def prox(self, x: torch.Tensor, step: float) -> torch.Tensor:
+        return group_shrink(x, step * self.problem.lam)
+
+
+class GatedProgram(GroupLassoProgram):
+    """The gated program's smooth part f(u) = L(sum_i D_i X u_i), u (P, d)."""
 
     def __init__(self, problem: ConvexReLUProblem, smoothing: float = GATED_HINGE_SMOOTHING):
         self.problem = problem
         self.rho = 1.0 / (problem.n_samples * smoothing)  # Moreau parameter (hinge only)
 
     def predict(self, u: torch.Tensor) -> torch.Tensor:
-        return (self.problem.D * (u @ self.problem.X.T)).sum(dim=0)
+        return (self.problem.D * self.forward(u)).sum(dim=0)
 
     def smoothed_loss(self, pred: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Loss value at ``pred`` and its gradient in pred (hinge: Moreau envelope)."""
@@ -154,28 +185,23 @@ class GatedProgram:
             return value, self.rho * (pred - nearest)
         return float(loss.value(pred, y)), loss.gradient(pred, y)
 
-    def loss_and_gradient(self, u: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """f(u) and its gradient (P, d); hinge through its Moreau envelope."""
-        value, dual = self.smoothed_loss(self.predict(u))
+    def loss_and_gradient_at(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
+        value, dual = self.smoothed_loss((self.problem.D * image).sum(dim=0))
         return value, (self.problem.D * dual) @ self.problem.X
 
-    def value(self, u: torch.Tensor) -> float:
-        """f(u) alone (no gradient): what the backtracking test needs."""
-        return self.smoothed_loss(self.predict(u))[0]
-
-    def prox(self, u: torch.Tensor, step: float) -> torch.Tensor:
-        return group_shrink(u, step * self.problem.lam)
+    def value_at(self, image: torch.Tensor) -> float:
+        return self.smoothed_loss((self.problem.D * image).sum(dim=0))[0]
 
     def penalty(self, u: torch.Tensor) -> float:
         return self.problem.lam * float(torch.linalg.vector_norm(u, dim=1).sum())
 
 
-class ConePenalisedProgram:
+class ConePenalisedProgram(GroupLassoProgram):
     """Smooth part of one augmented-Lagrangian round over x = (v, w), shape (2, P, d).
 
     f(x) = L(sum_i D_i X (v_i - w_i)) + (1 / 2 delta) (||(g - delta S X x)_+||^2 - ||g||^2)
     with multipliers g (2, P, n) >= 0; the hinge loss through its Moreau
-    envelope as in :class:`GatedProgram`.  The prox is the group lasso's.
+    envelope as in :class:`GatedProgram`.
     """
 
     def __init__(self, problem: ConvexReLUProblem, multipliers: torch.Tensor, delta: float,
@@ -184,51 +210,54 @@ class ConePenalisedProgram:
         self.gated = GatedProgram(problem, smoothing)
         self.multipliers = multipliers
         self.delta = delta
+        self.signs = problem.signs                              # S, (P, n)
+        self.scaled_signs = delta * self.signs
+        self.multiplier_energy = float(multipliers.square().sum())
 
-    def terms(self, x: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """(f(x), l = gradient of the (smoothed) loss at the prediction, (g - delta S X x)_+)."""
+    def terms_at(self, image: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """(f, l = gradient of the (smoothed) loss at the prediction, (g - delta S X x)_+)
+        at the image x X^T (2, P, n)."""
         problem = self.problem
-        XU = x @ problem.X.T                                        # (2, P, n)
-        value, dual = self.gated.smoothed_loss((problem.D * (XU[0] - XU[1])).sum(dim=0))
-        shifted = (self.multipliers - self.delta * problem.signs * XU).clamp(min=0.0)
-        value += float(shifted.square().sum() - self.multipliers.square().sum()) / (
-            2.0 * self.delta)
+        value, dual = self.gated.smoothed_loss((problem.D * (image[0] - image[1])).sum(dim=0))
+        shifted = (self.multipliers - self.scaled_signs * image).clamp(min=0.0)
+        value += (float(shifted.square().sum()) - self.multiplier_energy) / (2.0 * self.delta)
         return value, dual, shifted
 
-    def loss_and_gradient(self, x: torch.Tensor) -> tuple[float, torch.Tensor]:
-        value, dual, shifted = self.terms(x)
+    def loss_and_gradient_at(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
+        value, dual, shifted = self.terms_at(image)
         Dl = self.problem.D * dual
-        return value, (torch.stack([Dl, -Dl]) - self.problem.signs * shifted) @ self.problem.X
+        return value, (torch.stack([Dl, -Dl]) - self.signs * shifted) @ self.problem.X
 
-    def value(self, x: torch.Tensor) -> float:
-        return self.terms(x)[0]
-
-    def prox(self, x: torch.Tensor, step: float) -> torch.Tensor:
-        return self.gated.prox(x, step)
+    def value_at(self, image: torch.Tensor) -> float:
+        return self.terms_at(image)[0]
 
 
-def fista(program: GatedProgram | ConePenalisedProgram, options: SolverOptions,
+def fista(program: GroupLassoProgram, options: SolverOptions,
           start: torch.Tensor) -> tuple[torch.Tensor, Status, int]:
     """Minimise f + lam sum ||u_i|| from ``start`` by FISTA with backtracking and restarts.
 
     Stops when the gradient mapping ``L ||y - x+||`` at the extrapolated point y
     (L the step's Lipschitz estimate after its decay) is below ``tol`` times
     ``max(1, ||grad f(y)||)`` (a relative first-order optimality measure).
+    The images x X^T are carried along (extrapolated with the points), so a
+    step costs one product with X^T for the gradient and one with X per
+    backtracking trial.
     """
-    x = start
-    point, momentum = x, 1.0
+    x, image = start, program.forward(start)
+    point, point_image, momentum = x, image, 1.0
     lipschitz = 1.0
     status, n_iter = Status.MAX_ITER, 0
     with progress(options.max_iter, options.verbose, desc="sampled fista") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
-            value, grad = program.loss_and_gradient(point)
+            value, grad = program.loss_and_gradient_at(point_image)
             while True:
                 candidate = program.prox(point - grad / lipschitz, 1.0 / lipschitz)
+                candidate_image = program.forward(candidate)
                 step = candidate - point
                 model = value + float((grad * step).sum()) + 0.5 * lipschitz * float(
                     step.square().sum())
-                if program.value(candidate) <= model + 1e-12 * abs(model):
+                if program.value_at(candidate_image) <= model + 1e-12 * abs(model):
                     break
                 lipschitz *= 2.0
             # gradient restart (O'Donoghue & Candes): the generalised gradient at the
@@ -236,8 +265,10 @@ def fista(program: GatedProgram | ConePenalisedProgram, options: SolverOptions,
             if float((step * (candidate - x)).sum()) < 0:
                 momentum = 1.0
             next_momentum = 0.5 * (1 + math.sqrt(1 + 4 * momentum ** 2))
-            point = candidate + ((momentum - 1) / next_momentum) * (candidate - x)
-            x, momentum = candidate, next_momentum
+            beta = (momentum - 1) / next_momentum
+            point = candidate + beta * (candidate - x)
+            point_image = candidate_image + beta * (candidate_image - image)
+            x, image, momentum = candidate, candidate_image, next_momentum
             lipschitz *= 0.9                                     # let the step grow back
             if it % CHECK_EVERY:
                 bar.update(1)
@@ -328,7 +359,7 @@ def augmented_lagrangian_rounds(problem: ConvexReLUProblem, support: torch.Tenso
         while taken < AL_INNER_ITER and status is not Status.OPTIMAL:
             x, status, steps = fista(program, chunk, start=x)
             taken += steps
-            _, dual, updated = program.terms(x)
+            _, dual, updated = program.terms_at(program.forward(x))
             yield (embed(x[0], support, P), embed(x[1], support, P), dual,
                    embed(updated, support, P), steps)
         multipliers = updated
