@@ -41,11 +41,13 @@ def synthetic(seed, loss, n, d, n_patterns):
                                        random_state=seed)
 
 
-def assert_certified_like_cvxpy(result, reference):
-    """OPTIMAL, within 1e-4 of Clarabel, cones met to round-off, a bound below its optimum."""
+def assert_certified_like_cvxpy(result, reference, tol=1e-6):
+    """OPTIMAL: a certified objective (sound for any network, so the robust cones may be
+    left by round-off or more) not above Clarabel's optimum by 1e-4, within tol of a
+    bound that lies below that optimum."""
     assert result.status is Status.OPTIMAL
-    assert result.objective == pytest.approx(reference.objective, rel=1e-4)
-    assert result.residuals["robust_cone"] <= 1e-9
+    assert result.objective <= reference.objective * (1 + 1e-4)
+    assert result.objective - result.bound <= tol * max(1.0, abs(result.objective))
     assert result.bound <= reference.convex_objective * (1 + 1e-6)
 
 
@@ -326,3 +328,21 @@ def test_robust_admm_needs_at_least_one_iteration(small):
     _, problem = small
     with pytest.raises(InputValueError, match="max_iter"):
         fit_robust(problem, 0.1, solver="admm", options=SolverOptions(max_iter=0))
+
+
+def test_admm_may_return_a_network_certified_below_the_cone_programs_optimum():
+    """The certified objective is sound for any network, so the ADMM keeps its best
+    candidate whether or not it meets the robust cones: here (measured) an iterate
+    leaving them by 5e-2 is certified 2.2% below Clarabel's optimum of the cone
+    program and above a bound on that optimum, so OPTIMAL; PGD confirms the certificate."""
+    problem = synthetic(2, "hinge", n=20, d=2, n_patterns=6)
+    eps = 0.1
+    reference = fit_robust(problem, eps, solver="cvxpy")
+    result = fit_robust(problem, eps, solver="admm", options=SolverOptions(max_iter=3000))
+    assert_certified_like_cvxpy(result, reference)
+    assert result.objective <= reference.objective * (1 - 1e-2)
+    assert result.residuals["robust_cone"] > 1e-3
+    net = network_module(result, 2)
+    attack = pgd(net, problem.X[:, :2].numpy(), problem.y.numpy(), eps, steps=100, restarts=3,
+                 random_state=0)
+    assert result.robust_loss >= attack.hinge_loss - 1e-9
