@@ -12,24 +12,23 @@ with the bias, P = 20, lam = 1e-3, hinge).  Times are CPU seconds
 (time.process_time; the machine may be shared); cvxpy's include its
 compilation.
 
-Measured (2 shared CPU cores, --threads 1, CPU seconds), since the ADMM keeps
-its best candidate by certified objective whether or not it meets the cones:
-  scoreboard n = 30, d = 3, P = 10, seeds 0 and 1: 8 of 8 certified, 90-4300
-  iterations, 0.2-3.2 s (Clarabel 0.02-0.04 s); at eps 0.1 all four return a
-  network outside the cones certified 6-19% below Clarabel's optimum of the cone
+Measured (2 shared CPU cores, --threads 1, CPU seconds), with candidates
+outside the robust cones counted and rho = RHO_PER_LAM * lam / sigma:
+  scoreboard n = 30, d = 3, P = 10, seeds 0 and 1: 8 of 8 certified, 100-2300
+  iterations, 0.4-1.9 s (Clarabel 0.03-0.05 s); at eps 0.1 all four return a
+  network outside the cones certified 5-17% below Clarabel's optimum of the cone
   program (negative gaps).
   --quick (n = 20, d = 2, P = 6, seeds 2 and 3): 8 of 8.
-  seeds 6 and 7 at eps 0.05 and 0.2: 8 of 8 (50-1620 iterations, up to 44% below
-  Clarabel; the hinge one at seed 6, eps 0.05, which stalled before, is certified
-  19% below after 200 iterations).
-  breast cancer n = 250, eps 0.1: OPTIMAL, 1870 iterations, 4.2 s vs Clarabel 6.4 s,
-  certified objective 0.305 where the cone optimum is the zero network (1.0);
-  n = 398: 1020 iterations, 2.9 s vs 10.3 s, 62% below.
-  eps 0.05 (n = 250, cone optimum 0.423): MAX_ITER after 10000 iterations, 22.8 s
-  vs Clarabel 23.6 s; the returned network is certified at 0.184 (56% below,
-  outside the cones by 8.5e-2) but the dual bound stays at 0.028.
-  eps 0.03 (cone optimum 0.0477): MAX_ITER, 26.6 s vs 19.9 s, certified 0.0778
-  (63% above), dual bound 0.010.  Diagnosis in :mod:`certopt.convexnn.robust_admm`.
+  seeds 6 and 7 at eps 0.05 and 0.2: 8 of 8 (50-1770 iterations, up to 42% below
+  Clarabel; the hinge one at seed 6, eps 0.05, stalled 3.3% off the cone optimum
+  when only points in the cones counted).
+  breast cancer (hinge, lam = 1e-3; cone optima 1 (zero network), 0.423, 0.0477):
+    n = 250, eps 0.1:   OPTIMAL,  540 iterations, 1.4 s vs Clarabel  6.4 s, 81% below
+    n = 398, eps 0.1:   OPTIMAL,  570 iterations, 1.6 s vs Clarabel 15.6 s, 81% below
+    n = 250, eps 0.05:  OPTIMAL,  870 iterations, 2.3 s vs Clarabel 25.5 s, 79% below
+    n = 250, eps 0.03:  OPTIMAL, 2480 iterations, 6.1 s vs Clarabel 21.2 s, 12% below
+  (before: rho 1e-3 and only cone-feasible candidates: eps 0.05 and 0.03 MAX_ITER
+  after 10000 iterations, 20 s, 18% and 63% above).
 
     python benchmarks/convexnn_robust.py --quick
     python benchmarks/convexnn_robust.py --threads 1

@@ -119,13 +119,16 @@ CHECK_EVERY = 10
 """Iterations between certificate checks."""
 BLOCK_SCALES = (1.0, 0.3, 3.0, 0.3, 0.3)
 """Scales (c_z, c_r, c_t, c_q, c_s) of the constraint blocks (see :class:`_RobustMap`)."""
-RHO_PER_LAM = {"hinge": 0.1, "squared": 1.0}
-"""Initial penalty rho = RHO_PER_LAM[loss] * lam (lam of the unscaled problem, as in
-:mod:`admm`), on the rescaled data.  On the small instances (lam = 1e-2) this is the
-rho tuned there (grids over 3e-4..3e-2; with the block scales, 3x or 10x it left 2 to
-4 of 8 instances further from the optimum after 4000 iterations).  Measured on breast
-cancer (lam = 1e-3, eps 0.05, no rho step): rho = 1e-4 (this rule) certifies in 2270
-iterations, rho = 1e-3 (the former fixed default) had not after 10000."""
+RHO_PER_LAM = {"hinge": 0.7, "squared": 7.0}
+"""Initial penalty rho = RHO_PER_LAM[loss] * lam / sigma: per unit of the rescaled
+lam (sigma = ||X||_2).  On the small instances (lam = 1e-2, sigma 4.7-7.6) this is
+within 1.5x of the rho tuned there, 1e-3 (hinge) and 1e-2 (squared) (grids over
+3e-4..3e-2; with the block scales, 3x or 10x it left 2 to 4 of 8 instances further
+from the optimum after 4000 iterations).  Measured on breast cancer (lam = 1e-3,
+sigma = 57.4, eps 0.03): rho = 1e-3 (the former fixed default), 3e-4, 1e-4, 3e-5 left
+it uncertified after 10000 iterations (certified objectives 0.079, 0.050, 0.047,
+0.0453; bounds 0.010-0.045); 1.7e-5 certified it in 4690 and 1.2e-5 (this rule) in
+2430."""
 RELAXATION = 1.6
 """Over-relaxation factor in (0, 2)."""
 NEWTON_STEPS = 100
@@ -278,7 +281,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     """Solve the robust program by ADMM on the problem's device; see the module docstring.
 
     Uses ``options.max_iter``, ``options.tol`` (relative certified gap),
-    ``options.rho`` (penalty on the rescaled data; default ``RHO_PER_LAM * lam``),
+    ``options.rho`` (penalty on the rescaled data; default ``RHO_PER_LAM * lam / sigma``),
     ``options.anderson_memory`` (0: plain ADMM) and ``options.verbose``.
     """
     start = time.perf_counter()
@@ -290,7 +293,7 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     eps = problem.eps / sigma
     lam = base.lam / sigma
     rho = (float(options.rho) if options.rho is not None
-           else RHO_PER_LAM[loss.name] * base.lam)
+           else RHO_PER_LAM[loss.name] * lam)
     T = _RobustMap(problem, ops, eps, lam, rho, BLOCK_SCALES)
     accelerator = anderson_accelerator(options)
     p = anchor = torch.zeros(sum(math.prod(s) for s in T.shapes), dtype=base.X.dtype,
