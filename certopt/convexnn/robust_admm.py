@@ -89,8 +89,8 @@ and rho = RHO_PER_LAM * lam / sigma (1.2e-5 here) the ADMM certifies eps 0.1,
 0.05, 0.03 after 540, 870, 2480 iterations (1.4, 2.3, 6.1 s against
 Clarabel's 6.4, 25.5, 21.2 s) with networks certified 81%, 79% and 12% below
 the cone optimum (benchmarks/convexnn_robust.py).  A certified gap <= tol is
-cheap to reach this way whenever some network beats the cone program: the
-bound, not the candidate, is then what the iterations improve.
+reached this way whenever some network beats the cone program: the solve
+ends once the dual bound passes the best candidate's certified objective.
 """
 
 from __future__ import annotations
