@@ -253,11 +253,15 @@ class RobustResult(ConvexNNResult):
 
     ``objective`` is the certified robust objective of the returned network
     (``robust_loss`` + weight decay, an upper bound on its true worst-case
-    objective over the ball); ``convex_objective`` the robust program's
-    objective at (v, w); ``bound`` a dual lower bound on the robust program's
-    optimum over the given patterns; ``gap = objective - bound``.  The two
-    objectives agree when the robust cones hold; ``residuals["robust_cone"]``
-    is their largest violation.
+    objective over the ball, for any network); ``convex_objective`` the robust
+    program's objective at (v, w); ``bound`` a dual lower bound on the robust
+    program's optimum over the given patterns; ``gap = objective - bound``.  The
+    two objectives agree when the robust cones hold; ``residuals["robust_cone"]``
+    is their largest violation.  The ADMM may return a network outside the
+    cones (its unstable neurons certified by the triangle relaxation of
+    :func:`certified_margins`) whose certified objective lies below the
+    program's optimum, so the gap may be negative: status OPTIMAL then says the
+    network is certified at least as good as the program's optimum, up to tol.
 
     Attributes (besides :class:`ConvexNNResult`'s)
     ----------------------------------------------
