@@ -15,7 +15,7 @@ compilation.
 Measured (2 shared CPU cores, --threads 1, CPU seconds), with candidates
 outside the robust cones counted and rho = RHO_PER_LAM * lam / sigma:
   scoreboard n = 30, d = 3, P = 10, seeds 0 and 1: 8 of 8 certified, 100-2300
-  iterations, 0.4-1.9 s (Clarabel 0.03-0.05 s); at eps 0.1 all four return a
+  iterations, 0.2-2.5 s (Clarabel 0.03-0.05 s); at eps 0.1 all four return a
   network outside the cones certified 5-17% below Clarabel's optimum of the cone
   program (negative gaps).
   --quick (n = 20, d = 2, P = 6, seeds 2 and 3): 8 of 8.

@@ -136,7 +136,12 @@ NEWTON_STEPS = 100
 """Cap on the Newton steps of the robust-cone projection (they end in a few)."""
 FIRST_POLISH = 50
 POLISH_SPACING = 500
-"""Polish attempts at iterations 50, 100, 200, 400, 800, then every 500, and at the last."""
+POLISH_VIOLATION = 1e-2
+"""Polish attempts at iterations 50, 100, 200, 400, 800, then every 500, and at the last,
+when the iterate violates the robust cones by at most POLISH_VIOLATION relative to
+max(1, |objective|) (farther off, the polished piece is a guess; measured: hinge, n =
+100, d = 3, P = 10, lam = 1e-3, eps 0.05, violation 0.3: the polish took 7.3 of 8.4 s
+and the same 1150 iterations certified without it)."""
 DUAL_FIT_STEPS = 200
 FIT_BELOW = 1e-3
 """At each polish, :func:`fit_cone_duals` (DUAL_FIT_STEPS steps) refits the cone
@@ -338,7 +343,9 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             if it >= next_polish or it == options.max_iter:
                 next_polish = min(2 * next_polish, next_polish + POLISH_SPACING)
                 guesses = [tuple(multipliers[:4])]
-                attempt = polish(ops, loss, base.y, lam, eps, split, tuple(multipliers[2:4]))
+                near_cones = violation <= POLISH_VIOLATION * max(1.0, abs(objective))
+                attempt = (polish(ops, loss, base.y, lam, eps, split, tuple(multipliers[2:4]))
+                           if near_cones else None)
                 if attempt is not None:
                     guesses.append(attempt[1])
                     consider(attempt[0] / sigma)
