@@ -47,7 +47,8 @@ T^ANDERSON_INTERVAL from its last m pairs (safeguarded,
 :mod:`certopt.core.anderson`).
 
 Polish (:mod:`robust_polish`) at iterations 50, 100, 200, 400, 800, then
-every 500 and at the last one: Newton on the piece the split variables identify;
+every 500 and at the last one, when the iterate is near the cones
+(``POLISH_VIOLATION``): Newton on the piece the split variables identify;
 its multipliers are one more dual guess.  Once a candidate is
 within FIT_BELOW of the best bound, each dual guess also has its cone
 multipliers refitted (:func:`fit_cone_duals`), which is what certified the

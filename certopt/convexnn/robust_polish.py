@@ -20,9 +20,8 @@ support groups; the other groups keep the ADMM's cone multipliers.
 Each Newton solve is followed by a primal-dual active-set step (kinks whose
 multipliers have the wrong sign leave the piece, cones the new point
 violates join it), up to ``PIECE_ROUNDS`` solves.  The caller keeps a
-polished point only if it satisfies the robust cones, and returns it only
-if its certified objective is not above the ADMM iterate's: a wrong piece
-guess costs a few dense solves and nothing else.
+polished point only if its certified objective is below every other
+candidate's: a wrong piece guess costs a few dense solves and nothing else.
 The dense system has (support coordinates + active rows) unknowns; above
 ``MAX_UNKNOWNS`` the polish is skipped.
 """
