@@ -203,7 +203,10 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     trains against ell_inf perturbations of radius eps (math note section 7,
     hinge or squared loss, binary labels) through
     :func:`certopt.convexnn.robust.fit_robust` and sets ``robust_loss_``, the
-    certified worst-case mean training loss of the returned network.  Other
+    certified worst-case mean training loss of the returned network (exact when
+    the network meets the robust cones, as ``solver="cvxpy"``'s does; the ADMM
+    may return a network outside them, certified by sound output bounds, whose
+    ``robust_loss_`` is then an upper bound).  Other
     parameters as :class:`ConvexReLURegressor`.
     """
 
