@@ -11,8 +11,9 @@ per pattern by nonnegative least squares,
 
     mu_i = argmin_{mu >= 0} ||X^T(D_i l - S_i mu)||^2,
 
-solved for all patterns at once by accelerated projected gradient, warm
-started from the solver's multipliers (the bound with mu = nu = 0 is weak).
+solved for all patterns at once by accelerated projected gradient
+(:mod:`certopt.core.projected_gradient`), warm started from the solver's
+multipliers (the bound with mu = nu = 0 is weak).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from certopt.convexnn.result import ConvexNNResult
+from certopt.core.projected_gradient import accelerated_projected_gradient
 from certopt.core.result import Status, duality_gap
 
 if TYPE_CHECKING:
@@ -73,21 +75,24 @@ def fit_cone_multipliers(problem: ConvexReLUProblem, dual: torch.Tensor,
     target = torch.stack([problem.D * dual, -problem.D * dual])
     start = torch.zeros_like(target) if mu is None else torch.stack([mu, nu]).clamp(min=0.0)
     step = 1.0 / float(torch.linalg.matrix_norm(X, ord=2)) ** 2
-    current, previous, momentum = start, start, 1.0
     last_excess = float("inf")
-    for it in range(max_steps):
-        next_momentum = (1.0 + (1.0 + 4.0 * momentum ** 2) ** 0.5) / 2.0
-        point = current + ((momentum - 1.0) / next_momentum) * (current - previous)
-        residual = (target - signs * point) @ X  # (2, P, d)
-        if it % check_every == 0:
-            excess = float(torch.linalg.vector_norm(residual, dim=2).max()) - problem.lam
-            stalled = min_progress > 0.0 and last_excess - excess < min_progress * last_excess
-            if excess <= 0.0 or stalled:
-                break
-            last_excess = excess
-        previous, momentum = current, next_momentum
-        current = (point + step * signs * (residual @ X.T)).clamp(min=0.0)
-    return current[0], current[1]
+
+    def gradient(blocks: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        residual = (target - signs * blocks[0]) @ X              # (2, P, d)
+        return [-signs * (residual @ X.T)], residual
+
+    def stop(step_index: int, residual: torch.Tensor) -> bool:
+        nonlocal last_excess
+        if step_index % check_every:
+            return False
+        excess = float(torch.linalg.vector_norm(residual, dim=2).max()) - problem.lam
+        stalled = min_progress > 0.0 and last_excess - excess < min_progress * last_excess
+        last_excess = excess
+        return excess <= 0.0 or stalled
+
+    (fitted,) = accelerated_projected_gradient(
+        gradient, lambda blocks: [blocks[0].clamp(min=0.0)], [start], step, max_steps, stop)
+    return fitted[0], fitted[1]
 
 
 def certify(

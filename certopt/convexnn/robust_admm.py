@@ -99,6 +99,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 
 import torch
 
@@ -115,6 +116,7 @@ from certopt.convexnn.robust_polish import polish
 from certopt.core.arrays import check_scalar
 from certopt.core.errors import ConvergenceWarning, InputValueError
 from certopt.core.progress import progress
+from certopt.core.projected_gradient import accelerated_projected_gradient
 from certopt.core.result import Status
 
 CHECK_EVERY = 10
@@ -209,17 +211,15 @@ def fit_cone_duals(ops: GroupOperators, loss: RobustLoss, y: torch.Tensor, lam: 
     fixed = ops.adjoint(a, r_dual, torch.zeros_like(duals[2]), torch.zeros_like(duals[3]))
     zero_z, zero_r = torch.zeros_like(a), torch.zeros_like(r_dual)
     step = 1.0 / (float(torch.linalg.matrix_norm(ops.X, ord=2)) ** 2 + 1.0)
-    t, q = polar(duals[2], duals[3])
-    t_m, q_m, momentum = t, q, 1.0
-    for _ in range(steps):
-        gamma = fixed + ops.adjoint(zero_z, zero_r, t_m, q_m)
+
+    def gradient(blocks: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], None]:
+        gamma = fixed + ops.adjoint(zero_z, zero_r, *blocks)
         excess = gamma - group_shrink(gamma, lam)      # gamma minus its projection on the ball
         _, _, g_t, g_q = ops.forward(excess)
-        t_new, q_new = polar(t_m - step * g_t, q_m - step * g_q)
-        momentum_new = (1 + math.sqrt(1 + 4 * momentum ** 2)) / 2
-        beta = (momentum - 1) / momentum_new
-        t_m, q_m = t_new + beta * (t_new - t), q_new + beta * (q_new - q)
-        t, q, momentum = t_new, q_new, momentum_new
+        return [g_t, g_q], None
+
+    t, q = accelerated_projected_gradient(gradient, lambda blocks: polar(*blocks),
+                                          polar(duals[2], duals[3]), step, steps)
     return a, r_dual, t, q
 
 
