@@ -122,13 +122,13 @@ def certify(
     start = time.perf_counter()
     U, alpha = problem.network(v, w)
     objective = problem.nonconvex_objective(U, alpha)
-    best_bound, best_scale = float("-inf"), float("nan")
+    best_bound, best_scale, best_dual = float("-inf"), float("nan"), None
     for dual in duals:
         dual = problem.loss.project_dual(dual, problem.y)
         fitted_mu, fitted_nu = fit_cone_multipliers(problem, dual, mu, nu, max_steps=nnls_steps)
         bound, scale = scaled_dual_bound(problem, dual, fitted_mu, fitted_nu)
         if bound > best_bound:
-            best_bound, best_scale = bound, scale
+            best_bound, best_scale, best_dual = bound, scale, dual
     all_residuals = {"cone_violation": problem.cone_violation(v, w)}
     all_residuals.update(residuals or {})
     return ConvexNNResult(
@@ -148,4 +148,5 @@ def certify(
         n_neurons=int(alpha.shape[0]),
         solver=solver,
         dual_scale=best_scale,
+        dual=best_dual,
     )

@@ -33,6 +33,8 @@ class ConvexNNResult(SolverResult):
     n_neurons : neurons of the returned network (nonzero v_i and w_i).
     solver : the solver's name.
     dual_scale : the factor s in [0, 1] that made the dual point feasible.
+    dual : (n,) the loss's dual point l whose scaled multiple s l gives ``bound``
+        (section 4; ``None`` when the solver records none).
     """
 
     v: torch.Tensor
@@ -43,6 +45,7 @@ class ConvexNNResult(SolverResult):
     n_neurons: int
     solver: str
     dual_scale: float = float("nan")
+    dual: torch.Tensor | None = None
 
     @property
     def lower_bound(self) -> float:
@@ -55,7 +58,8 @@ def combine_results(results: Sequence[ConvexNNResult]) -> ConvexNNResult:
 
     Objectives, bounds, gaps, neurons, iterations and times add up (the sum
     of lower bounds bounds the sum of optima); the status is OPTIMAL only if
-    every part is; v and w are stacked to (k, P, d); residuals take the max.
+    every part is; v, w and the duals are stacked to (k, P, d) and (k, n);
+    residuals take the max.
     """
     first = results[0]
     statuses = [r.status for r in results if not r.converged]
@@ -76,4 +80,6 @@ def combine_results(results: Sequence[ConvexNNResult]) -> ConvexNNResult:
         n_neurons=sum(r.n_neurons for r in results),
         solver=first.solver,
         dual_scale=min(r.dual_scale for r in results),
+        dual=(torch.stack([r.dual for r in results])
+              if all(r.dual is not None for r in results) else None),
     )

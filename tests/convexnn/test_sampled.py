@@ -247,3 +247,69 @@ def test_cheap_path_runs_on_cuda_like_on_cpu():
         results.append(result)
     assert results[1].residuals["admm_fallback"] == results[0].residuals["admm_fallback"]
     assert results[1].objective == pytest.approx(results[0].objective, rel=1e-6)
+
+
+def test_fista_in_float32_reaches_a_tight_tolerance():
+    # the extrapolated image and a recomputed one differ by float32 round-off: the
+    # sufficient-decrease test must allow for it (it once doubled the step's Lipschitz
+    # estimate to inf and never returned)
+    problem = teacher_problem()
+    single = dataclasses.replace(problem, X=problem.X.float(), y=problem.y.float(),
+                                 D=problem.D.float())
+    start = single.X.new_zeros(single.n_patterns, single.n_features)
+    u, status, steps = fista(GatedProgram(single), SolverOptions(max_iter=3000, tol=1e-6),
+                             start)
+    assert u.dtype == torch.float32 and status is Status.OPTIMAL
+    reference, _, _ = fista(GatedProgram(problem), SolverOptions(max_iter=3000, tol=1e-6),
+                            problem.X.new_zeros(problem.n_patterns, problem.n_features))
+    program = GatedProgram(problem)
+    value = program.value(u.double()) + program.penalty(u.double())
+    assert value == pytest.approx(program.value(reference) + program.penalty(reference),
+                                  rel=1e-4)
+
+
+def test_max_iter_bounds_the_cheap_path_and_an_early_stop_says_so():
+    problem = teacher_problem()
+    with pytest.warns(ConvergenceWarning, match="sampled: stopped"):
+        result = solve_sampled(problem, SolverOptions(max_iter=1, tol=0.02))
+    assert result.status is Status.MAX_ITER and result.residuals["al_checks"] == 0
+    assert result.n_iter <= 2            # one gated step, one ADMM iteration
+    result = solve_sampled(problem, SolverOptions(max_iter=150, tol=0.02))
+    assert result.n_iter <= 150 or result.residuals["admm_fallback"] == 1
+
+
+def test_cheap_path_gives_up_after_patience_checks_without_progress(monkeypatch):
+    """Relative gaps 0.5, 0.4, 0.45, 0.42, 0.41 (forced): the best is the second, so with
+    a patience of 3 the fifth check is the last before the fallback."""
+    gaps = iter([0.5, 0.4, 0.45, 0.42, 0.41, 0.3, 0.2])
+    certify = sampled_module.certify
+
+    def forced(*args, **kwargs):
+        result = certify(*args, **kwargs)
+        if kwargs.get("nnls_steps") != sampled_module.CHECK_NNLS_STEPS:
+            return result                  # the fallback's own certificate
+        bound = result.objective / (1 + next(gaps))
+        return dataclasses.replace(result, bound=bound, gap=result.objective - bound)
+
+    monkeypatch.setattr(sampled_module, "certify", forced)
+    monkeypatch.setattr(sampled_module, "AL_PATIENCE", 3)
+    problem = teacher_problem(n=120, d=5, n_patterns=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = solve_sampled(problem, SolverOptions(max_iter=5000, tol=0.02))
+    assert result.residuals["al_checks"] == 5
+    assert result.residuals["admm_fallback"] == 1
+
+
+def test_fallback_on_part_of_the_patterns_keeps_a_tight_certificate():
+    # the ADMM on the support records its dual point, a dual point of the full program
+    # too; the gradients at the network alone gave a bound of 0.108 for F = 0.247
+    problem = make_problem("hinge", n=80, n_patterns=20, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = solve_sampled(problem, SolverOptions(max_iter=5000, tol=1e-4))
+    reference = solve_cvxpy(problem, SolverOptions())
+    assert result.residuals["admm_fallback"] == 1
+    assert result.residuals["support_size"] < problem.n_patterns
+    assert result.bound <= reference.objective + 1e-7
+    assert result.gap <= 1e-2 * result.bound          # measured 0.5%
