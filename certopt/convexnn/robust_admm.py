@@ -299,8 +299,8 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
     ops = GroupOperators(base.X / sigma, base.D, problem.features)
     eps = problem.eps / sigma
     lam = base.lam / sigma
-    rho = (float(options.rho) if options.rho is not None
-           else RHO_PER_LAM[loss.name] * lam)
+    rho = (check_scalar(options.rho, "rho", low=0.0, low_inclusive=False)
+           if options.rho is not None else RHO_PER_LAM[loss.name] * lam)
     T = _RobustMap(problem, ops, eps, lam, rho, BLOCK_SCALES)
     accelerator = anderson_accelerator(options)
     p = anchor = torch.zeros(sum(math.prod(s) for s in T.shapes), dtype=base.X.dtype,
@@ -376,8 +376,8 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             p, anchor = anderson_advance(accelerator, it, anchor, p_next)
     if status is Status.MAX_ITER:
         warnings.warn(
-            f"robust admm: stopped at max_iter={options.max_iter} with relative gap "
-            f"{gap / max(1.0, abs(objective)):.2e} and robust-cone violation {violation:.2e} "
+            f"robust admm: stopped at max_iter={options.max_iter} with relative certified "
+            f"gap {gap / max(1.0, abs(best[0] if best is not None else objective)):.2e} "
             f"> tol={options.tol}", ConvergenceWarning, stacklevel=2)
     elif status is Status.NUMERICAL:
         warnings.warn("robust admm: the iterates are not finite", ConvergenceWarning,

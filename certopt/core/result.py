@@ -66,8 +66,10 @@ class SolverResult:
         minimisation, a lower bound: a dual value).  ``nan`` when the solver
         cannot certify one.
     gap:
-        ``objective - bound`` for a minimisation (``>= 0`` up to round-off);
-        ``nan`` when no bound is available.
+        ``objective - bound`` for a minimisation (``>= 0`` up to round-off when
+        both describe the same program; a subclass whose bound is on a
+        restricted program says when it can be negative); ``nan`` when no bound
+        is available.
     residuals:
         Named feasibility residuals of the returned point (absolute values,
         in the units of the constraint they measure).

@@ -76,26 +76,27 @@ def test_admm_matches_cvxpy_robust_program(small, eps):
     # ADMM (scaled blocks, Anderson-accelerated) then polish (Newton on the identified
     # piece) and refitted cone multipliers reach the optimum and certify it
     # (benchmarks/convexnn_robust.py: 8 of 8 instances n = 30, d = 3, P = 10 certified
-    # with the default options, 800-5800 iterations).
+    # with the default options, 100-2300 iterations).
     _, problem = small
     reference = fit_robust(problem, eps, solver="cvxpy")
     result = fit_robust(problem, eps, solver="admm", options=SolverOptions(max_iter=5000, tol=1e-6))
     assert_certified_like_cvxpy(result, reference)
     assert result.convex_objective == pytest.approx(reference.convex_objective, rel=1e-4)
-    assert result.gap <= 1e-6 * max(1.0, result.objective)
 
 
-@pytest.mark.parametrize("loss, eps", [("hinge", 0.0), ("hinge", 0.1), ("squared", 0.0),
-                                       ("squared", 0.1)])
-def test_admm_scoreboard_tiny_instances(loss, eps):
+@pytest.mark.parametrize("loss, eps, in_cones", [("hinge", 0.0, True), ("hinge", 0.1, False),
+                                                 ("squared", 0.0, True),
+                                                 ("squared", 0.1, True)])
+def test_admm_scoreboard_tiny_instances(loss, eps, in_cones):
     # default options (max_iter 10000, tol 1e-6).  Measured with seeds 2 and 3 (8
-    # instances, n = 20, d = 2, P = 6): all certified optimal after 200-2800 iterations,
-    # within 6e-8 of Clarabel; seed 2 runs here.
+    # instances, n = 20, d = 2, P = 6): all certified after 400-2300 iterations; seed 2
+    # runs here, where three networks meet the cones (to 1e-5) and equal Clarabel's
+    # optimum (to 1e-6), and the hinge one at eps 0.1 leaves them, certified 2% below.
     problem = synthetic(2, loss, n=20, d=2, n_patterns=6)
     reference = fit_robust(problem, eps, solver="cvxpy")
     result = fit_robust(problem, eps, solver="admm")
     assert_certified_like_cvxpy(result, reference)
-    assert result.gap <= 1e-6 * max(1.0, result.objective)
+    assert (result.residuals["robust_cone"] <= 1e-4) == in_cones
 
 
 @pytest.mark.parametrize("seed, loss, eps", [(0, "hinge", 0.0), (1, "squared", 0.0),
@@ -288,6 +289,13 @@ def test_classifier_adversarial_branch():
     np.testing.assert_allclose(attack.clean_margins,
                                np.where(names == "b", 1, -1) * clf.decision_function(X),
                                atol=1e-10)
+    # the ADMM's network may leave the robust cones: robust_loss_ is then an upper bound
+    admm = ConvexReLUClassifier(lam=1e-3, n_patterns=20, solver="admm", random_state=0,
+                                adversarial_eps=eps).fit(X, names)
+    admm_attack = pgd(admm, X, names, eps, steps=50, restarts=2, random_state=0)
+    assert admm.certificate_.status is Status.OPTIMAL
+    assert admm.robust_loss_ >= admm_attack.hinge_loss - 1e-9
+    assert admm.objective_ <= clf.objective_ * (1 + 1e-4)   # certified, no worse than cvxpy
     for bad, error in (({"adversarial_eps": -0.1}, InputValueError),
                        ({"adversarial_eps": 0.1, "adversarial_norm": "l2"}, InputValueError),
                        ({"adversarial_eps": 0.1, "loss": "logistic"}, InputTypeError),
@@ -327,10 +335,13 @@ def test_float32_robust_admm_returns_a_status_not_an_exception():
     assert np.isfinite(result.objective)
 
 
-def test_robust_admm_needs_at_least_one_iteration(small):
+def test_robust_admm_needs_at_least_one_iteration_and_a_positive_rho(small):
     _, problem = small
     with pytest.raises(InputValueError, match="max_iter"):
         fit_robust(problem, 0.1, solver="admm", options=SolverOptions(max_iter=0))
+    for rho in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputValueError, match="rho"):
+            fit_robust(problem, 0.1, solver="admm", options=SolverOptions(rho=rho))
 
 
 def test_admm_may_return_a_network_certified_below_the_cone_programs_optimum():
