@@ -520,8 +520,8 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     v, w = accurate.v, accurate.w
     prediction = problem.predict_convex(v, w)
     # the restricted ADMM's own dual (its loss, its n samples) is a dual point of the full
-    # program too; measured (hinge, n = 80, P = 20, 19 on the support): the gradients'
-    # bounds alone left a 75% gap at the optimum
+    # program too; measured (hinge, n = 80, P = 20, 18 on the support; test_sampled.py):
+    # bound 0.246 with it, 0.108 with the gradients alone, for F = 0.247
     duals = [] if accurate.network.dual is None else [accurate.network.dual]
     duals.append(problem.loss.gradient(prediction, problem.y))
     if problem.loss.name == "hinge":  # a smoothed gradient bounds better than a subgradient
