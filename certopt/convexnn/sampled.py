@@ -177,9 +177,6 @@ class GatedProgram(GroupLassoProgram):
         self.problem = problem
         self.rho = 1.0 / (problem.n_samples * smoothing)  # Moreau parameter (hinge only)
 
-    def predict(self, u: torch.Tensor) -> torch.Tensor:
-        return (self.problem.D * self.forward(u)).sum(dim=0)
-
     def smoothed_loss(self, pred: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Loss value at ``pred`` and its gradient in pred (hinge: Moreau envelope)."""
         loss, y = self.problem.loss, self.problem.y
@@ -190,12 +187,16 @@ class GatedProgram(GroupLassoProgram):
             return value, self.rho * (pred - nearest)
         return float(loss.value(pred, y)), loss.gradient(pred, y)
 
+    def smoothed_loss_at(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """:meth:`smoothed_loss` at the prediction sum_i D_i X u_i, from the image u X^T."""
+        return self.smoothed_loss((self.problem.D * image).sum(dim=0))
+
     def loss_and_gradient_at(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
-        value, dual = self.smoothed_loss((self.problem.D * image).sum(dim=0))
+        value, dual = self.smoothed_loss_at(image)
         return value, (self.problem.D * dual) @ self.problem.X
 
     def value_at(self, image: torch.Tensor) -> float:
-        return self.smoothed_loss((self.problem.D * image).sum(dim=0))[0]
+        return self.smoothed_loss_at(image)[0]
 
     def penalty(self, u: torch.Tensor) -> float:
         return self.problem.lam * float(torch.linalg.vector_norm(u, dim=1).sum())
@@ -222,8 +223,7 @@ class ConePenalisedProgram(GroupLassoProgram):
     def terms_at(self, image: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """(f, l = gradient of the (smoothed) loss at the prediction, (g - delta S X x)_+)
         at the image x X^T (2, P, n)."""
-        problem = self.problem
-        value, dual = self.gated.smoothed_loss((problem.D * (image[0] - image[1])).sum(dim=0))
+        value, dual = self.gated.smoothed_loss_at(image[0] - image[1])
         shifted = (self.multipliers - self.scaled_signs * image).clamp(min=0.0)
         value += (float(shifted.square().sum()) - self.multiplier_energy) / (2.0 * self.delta)
         return value, dual, shifted
@@ -467,8 +467,7 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     screening = dataclasses.replace(options, tol=max(options.tol, SCREENING_TOL),
                                     max_iter=min(options.max_iter, GATED_MAX_ITER))
     u, gated_status, n_iter = solve_gated(problem, screening)
-    program = GatedProgram(problem)
-    gated_objective = float(problem.loss.value(program.predict(u), problem.y)) + program.penalty(u)
+    gated_objective = problem.convex_objective(u, torch.zeros_like(u))  # G(u, 0), no cones
     support = torch.linalg.vector_norm(u, dim=1) > 0
     if not bool(support.any()):
         support[0] = True
