@@ -13,6 +13,7 @@ from certopt.sdp.compiler import compile_network, register_rule, supported_layer
 from certopt.sdp.lipschitz import lipschitz_bound
 from certopt.sdp.program import LinearExpr, Program, ProgramBuilder, QuadraticConstraint
 from certopt.sdp.result import LipschitzResult
+from certopt.sdp.verify import UnsoundBoundError
 
 __all__ = [
     "GroupSort",
@@ -24,6 +25,7 @@ __all__ = [
     "Program",
     "ProgramBuilder",
     "QuadraticConstraint",
+    "UnsoundBoundError",
     "attack_lower_bound",
     "compile_network",
     "lipschitz_bound",

@@ -14,8 +14,25 @@ dropped), sums add expressions, activations add a stage.  Containers call
 or in user code) only add a rule; the SDP never changes.
 
 Rules are looked up by exact type first, then along the class's MRO, but a
-subclass that overrides ``forward`` never inherits its parent's rule (it may
-compute something else).
+subclass that overrides ``forward`` or ``__call__`` never inherits its
+parent's rule (it may compute something else).
+
+Soundness: a rule reads a module's parameters, never runs the module, so the
+compiler refuses (:class:`InputTypeError` naming the module) whatever could
+make the module compute something its rule does not see: forward hooks and
+forward pre-hooks on any submodule, global module forward hooks
+(``torch.nn.modules.module.register_module_forward_hook`` and friends), and
+``forward``/``__call__`` replaced on an instance.  Reparametrized weights are
+read through their effective value, exactly what the module uses in
+evaluation mode: ``torch.nn.utils.parametrize`` (``parametrizations.
+spectral_norm``, ``orthogonal``, ``weight_norm``, user parametrizations; read
+with the parametrizations in evaluation mode, so no power iteration runs and
+nothing in the network changes).  The older hook-based
+``torch.nn.utils.spectral_norm`` / ``weight_norm`` are forward pre-hooks and
+are refused with a message pointing to the parametrize forms: torch cannot
+deep-copy such modules once they ran (their weight is a non-leaf tensor), so
+the attack that checks every bound could not run on them.  The network is
+certified as it computes in evaluation mode (``nn.Dropout`` is the identity).
 
 Built-in rules: ``nn.Sequential`` (nested), ``nn.Linear``, ``nn.Conv2d``
 (zero padding; needs ``input_shape``; compiled to its dense matrix, for small
@@ -27,14 +44,21 @@ inputs), ``nn.ReLU`` ``[0, 1]``, ``nn.LeakyReLU(a)`` ``[min(a,1), max(a,1)]``,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules import module as _torch_module
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from certopt.core.errors import InputTypeError, InputValueError, UnsupportedError
 from certopt.sdp.program import LinearExpr, Program, ProgramBuilder, SlopeRestricted
+
+_HOOK_FORMS = {SpectralNorm: "spectral_norm", WeightNorm: "weight_norm"}
+"""The hook-based reparametrizations (refused with a pointer to their parametrize form)."""
 
 Rule = Callable[[nn.Module, LinearExpr, ProgramBuilder], LinearExpr]
 
@@ -67,7 +91,8 @@ def find_rule(module: nn.Module) -> Rule:
         rule = _RULES.get(base)
         if rule is None:
             continue
-        if base is cls or getattr(cls, "forward", None) is getattr(base, "forward", None):
+        if base is cls or all(getattr(cls, name, None) is getattr(base, name, None)
+                              for name in ("forward", "__call__", "_call_impl")):
             return rule
         break
     raise UnsupportedError(
@@ -89,15 +114,66 @@ def compile_network(net: nn.Module, input_shape: Sequence[int] | None = None) ->
     :class:`UnsupportedError` for a layer without a rule and
     :class:`InputValueError` for an empty network or non-finite weights.
     """
-    if not isinstance(net, nn.Module):
-        raise InputTypeError(f"net: expected a torch.nn.Module, got {type(net).__name__}")
-    leaves = [m for m in net.modules()
-              if not list(m.children()) and not isinstance(m, nn.Sequential)]
+    check_visible(net)
+    leaves = [m for m in _layers(net)
+              if not any(_layers(m, own=False)) and not isinstance(m, nn.Sequential)]
     if not leaves:
         raise InputValueError("net: the network is empty (an nn.Sequential without layers)")
     builder = ProgramBuilder(_input_shape(net, leaves, input_shape))
     output = compile_module(net, builder.input, builder)
     return builder.finish(output)
+
+
+def _layers(module: nn.Module, own: bool = True) -> Iterator[nn.Module]:
+    """``module`` (if ``own``) and its submodules, not descending into parametrizations."""
+    if own:
+        yield module
+    for name, child in module.named_children():
+        if not (name == "parametrizations" and parametrize.is_parametrized(module)):
+            yield from _layers(child)
+
+
+def check_visible(net: object) -> None:
+    """Raise :class:`InputTypeError` unless every computation of ``net`` is visible to the rules.
+
+    Refused: a non-``nn.Module``; global module forward hooks or pre-hooks;
+    any submodule with a forward hook, a forward pre-hook other than the
+    hook-based ``spectral_norm``/``weight_norm`` ones, or an instance-level
+    ``forward``/``__call__``.  (Subclasses overriding ``forward`` or
+    ``__call__`` are refused by :func:`find_rule`.)
+    """
+    if not isinstance(net, nn.Module):
+        raise InputTypeError(f"net: expected a torch.nn.Module, got {type(net).__name__} "
+                             f"({net!r:.60})")
+    for kind in ("_global_forward_hooks", "_global_forward_pre_hooks"):
+        if getattr(_torch_module, kind, None):
+            raise InputTypeError(
+                f"net: global module {kind[8:].replace('_', ' ')} are registered "
+                "(torch.nn.modules.module.register_module_forward_(pre_)hook); they may change "
+                "what every layer computes, which the Lipschitz compiler cannot see; remove them")
+    for name, module in net.named_modules():
+        where = f"{name or 'net'} ({type(module).__name__})"
+        if module._forward_hooks:
+            raise InputTypeError(
+                f"net: module {where} has a forward hook; it may change the module's output, "
+                "which the Lipschitz compiler cannot see; remove it (handle.remove())")
+        for hook in module._forward_pre_hooks.values():
+            form = _HOOK_FORMS.get(type(hook))
+            if form is not None:
+                raise InputTypeError(
+                    f"net: module {where} uses the hook-based torch.nn.utils.{form}, which "
+                    "the Lipschitz compiler does not accept (torch cannot copy such a module "
+                    "for the attack); use torch.nn.utils.parametrizations."
+                    f"{form} instead, or torch.nn.utils.remove_{form} to keep the weight")
+        if module._forward_pre_hooks:
+            raise InputTypeError(
+                f"net: module {where} has a forward pre-hook; it may change the module's "
+                "input, which the Lipschitz compiler cannot see; remove it (handle.remove())")
+        overridden = [n for n in ("forward", "__call__") if n in vars(module)]
+        if overridden:
+            raise InputTypeError(
+                f"net: module {where} has its own {overridden[0]!r} set on the instance; the "
+                "Lipschitz compiler cannot see what it computes")
 
 
 def _input_shape(net: nn.Module, leaves: list[nn.Module],
@@ -122,9 +198,25 @@ def _input_shape(net: nn.Module, leaves: list[nn.Module],
     )
 
 
+def _effective_parameter(module: nn.Module, name: str) -> torch.Tensor:
+    """``module.<name>`` as the module computes with it in evaluation mode (module doc)."""
+    with torch.no_grad():
+        if not parametrize.is_parametrized(module, name):
+            return getattr(module, name)
+        parametrizations = module.parametrizations[name]
+        modes = [(m, m.training) for m in parametrizations.modules()]
+        parametrizations.eval()
+        try:
+            return getattr(module, name)
+        finally:
+            for m, training in modes:
+                m.train(training)
+
+
 def layer_weight(module: nn.Module, name: str = "weight") -> np.ndarray:
-    """A layer's parameter as a float64 numpy array, checked finite."""
-    value = getattr(module, name)
+    """A layer's parameter (its effective value when reparametrized) as a float64 numpy
+    array, checked finite."""
+    value = _effective_parameter(module, name)
     array = value.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
     if not np.all(np.isfinite(array)):
         raise InputValueError(

@@ -32,12 +32,12 @@ from certopt.core.arrays import check_scalar
 from certopt.core.errors import ConvergenceWarning, InputTypeError, InputValueError
 from certopt.core.result import Status
 from certopt.sdp.baselines import attack_lower_bound, naive_bound
-from certopt.sdp.compiler import compile_network
+from certopt.sdp.compiler import check_visible, compile_network
 from certopt.sdp.program import Program
 from certopt.sdp.reference import solve_lipsdp
 from certopt.sdp.result import LipschitzResult, SDPSolution
 from certopt.sdp.rules import groupsort_candidates, groupsort_encoding
-from certopt.sdp.verify import bound_from_weight
+from certopt.sdp.verify import bound_from_weight, check_against_attack
 from certopt.sdp.verify import verify as verify_certificate
 
 AUTO_STATE_DIM = 300
@@ -139,7 +139,18 @@ def lipschitz_bound(
         smaller of the verified SDP bound and ``naive`` (both sound).  If
         verification fails the bound falls back to ``naive`` with a
         :class:`ConvergenceWarning` and ``verified=False``.
+
+    Raises
+    ------
+    InputTypeError
+        ``net`` is not an ``nn.Module`` or has computations the compiler
+        cannot see (hooks, overridden ``forward``; see
+        :func:`certopt.sdp.compiler.check_visible`).
+    UnsoundBoundError
+        A verified bound is below the attack's observed ratio (beyond float64
+        round-off): a bug, never returned as a result.
     """
+    check_visible(net)
     norm_name = _check_norm(norm)
     if not isinstance(method, str) or method not in METHODS:
         raise InputValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
@@ -154,6 +165,8 @@ def lipschitz_bound(
                                        verbose=verbose, groupsort=e, **options)
                        for k, e in enumerate(encodings)]
             best = min(results, key=lambda r: (not r.verified, r.bound))
+            if best.verified:
+                check_against_attack(best.bound, results[0].lower, f"method={method!r}")
             return dataclasses.replace(best, lower=results[0].lower,
                                        naive=min(r.naive for r in results),
                                        gap=best.bound - results[0].lower)
@@ -167,6 +180,7 @@ def lipschitz_bound(
 
     solve = METHODS[method]
     if solve is None or naive == 0.0:
+        check_against_attack(naive, lower, "the naive bound")
         return LipschitzResult(objective=naive, bound=naive, gap=naive - lower,
                                status=Status.OPTIMAL, solver_bound=math.nan, verified=True,
                                **common)
@@ -188,6 +202,8 @@ def lipschitz_bound(
         weight, multipliers, min_eig = solution.input_weight, solution.multipliers, math.nan
     if verified and bound > naive:
         bound = naive  # the naive bound is sound too; keep the certificate for reference
+    if verified:
+        check_against_attack(bound, lower, f"method={method!r}")
     elapsed = time.perf_counter() - start
     residuals = {"lmi_min_eigenvalue": min_eig,
                  "verification_increase": bound / solver_bound - 1 if solver_bound else math.nan}

@@ -46,7 +46,7 @@ import torch
 
 from certopt.core.errors import InputValueError
 from certopt.sdp.activations import GroupSort, HouseholderActivation, MaxMin, Residual
-from certopt.sdp.compiler import compile_module, register_rule
+from certopt.sdp.compiler import compile_module, layer_weight, register_rule
 from certopt.sdp.program import (
     LinearExpr,
     Multiply,
@@ -131,9 +131,7 @@ def _householder(module: HouseholderActivation, expr: LinearExpr, builder: Progr
         raise InputValueError(
             f"net: {module!r} receives inputs of shape {expr.shape}, expected last "
             f"dimension {module.num_features}")
-    theta = module.theta.detach().to("cpu", torch.float64).numpy()
-    if not np.all(np.isfinite(theta)):
-        raise InputValueError("net: HouseholderActivation.theta has NaN or infinite entries")
+    theta = layer_weight(module, "theta")
     directions = np.stack([np.cos(theta), np.sin(theta)], axis=1)
     pairs = np.arange(expr.dim).reshape(-1, 2)
     repeats = len(pairs) // len(theta)

@@ -28,12 +28,38 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
+from certopt.core.errors import CertoptError
 from certopt.sdp.lmi import assemble_numpy, lmi_blocks
 from certopt.sdp.program import Program, SlopeRestricted
 
 _SCALINGS = (0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 _BLENDS = (1e-8, 1e-6, 1e-4, 1e-2)
 _MARGINS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
+
+
+ROUNDOFF = 1e-9
+"""Relative slack of :func:`check_against_attack` (float64 round-off of both numbers)."""
+
+
+class UnsoundBoundError(CertoptError, RuntimeError):
+    """A certified bound fell below a Lipschitz ratio the network was observed to attain.
+
+    This is a bug in certopt (or a network computing something its compiled
+    program does not describe), never a result; please report it.
+    """
+
+
+def check_against_attack(bound: float, lower: float, what: str) -> None:
+    """Raise :class:`UnsoundBoundError` when ``lower > bound·(1 + ROUNDOFF)``.
+
+    ``lower`` is a ratio ``‖f(x) − f(y)‖ / ‖x − y‖`` (or a Jacobian norm)
+    actually attained by the network, so any valid bound is ``>= lower``.
+    """
+    if math.isfinite(lower) and lower > bound * (1.0 + ROUNDOFF):
+        raise UnsoundBoundError(
+            f"{what}: the certified bound {bound:.9g} is below the ratio {lower:.9g} observed "
+            "on the network; this is a bug (or the network computes something its compiled "
+            "program does not describe), not a result")
 
 
 class Verification(NamedTuple):
