@@ -45,8 +45,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", help="architecture of a state dict, e.g. 784,256,relu,10")
     parser.add_argument("--norm", choices=["2", "inf"], default="2",
                         help="input norm: 2 (default) or inf; the output norm is always 2")
-    parser.add_argument("--method", default="lipsdp",
-                        choices=["lipsdp", "first-order", "auto", "naive"])
+    parser.add_argument("--method", default="auto",
+                        choices=["auto", "lipsdp", "first-order", "fast", "naive"])
     parser.add_argument("--solver", help="cvxpy SDP solver for --method lipsdp (e.g. SCS)")
     parser.add_argument("--input-shape", help="input shape without batch axis, e.g. 1,28,28")
     parser.add_argument("--no-attack", action="store_true", help="skip the attack lower bound")

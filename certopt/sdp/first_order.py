@@ -149,6 +149,12 @@ class _DeviceConstants:
         return hit[1]
 
 
+def _positive(values: np.ndarray) -> np.ndarray:
+    """``values`` with entries below ``1e-9·max`` raised to it (their logarithm is a start)."""
+    floor = 1e-9 * max(float(np.max(values)) if values.size else 0.0, 1e-300)
+    return np.maximum(values, floor)
+
+
 class _Parametrization:
     """Unconstrained ``z`` ↔ the stage multipliers (and, for ℓ∞, the input shape ``g``).
 
@@ -158,7 +164,8 @@ class _Parametrization:
     """
 
     def __init__(self, program: Program, starts: Sequence[Mapping[str, np.ndarray]],
-                 shape_size: int, device: torch.device, dtype: torch.dtype):
+                 shape_size: int, device: torch.device, dtype: torch.dtype,
+                 start_shape: np.ndarray | None = None):
         self.entries: list[tuple[int, str, int, bool, float]] = []
         initial = []
         for index, (stage, start) in enumerate(zip(program.stages, starts)):
@@ -168,8 +175,9 @@ class _Parametrization:
                 nonneg = bool(variable.is_nonneg())
                 value = np.asarray(start[name], dtype=np.float64).reshape(-1)
                 self.entries.append((index, name, value.size, nonneg, scale))
-                initial.append(np.log(value) if nonneg else value / scale)
-        initial.append(np.zeros(shape_size))
+                initial.append(np.log(_positive(value)) if nonneg else value / scale)
+        initial.append(np.zeros(shape_size) if start_shape is None
+                       else np.log(_positive(start_shape / np.mean(start_shape))))
         self.n_stages, self.shape_size = len(program.stages), shape_size
         self.sizes = [e[2] for e in self.entries] + [shape_size]
         self.initial = torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device)
@@ -425,6 +433,7 @@ def solve_first_order(
     patience: int = 20,
     lr: float = 0.05,
     verbose: bool = False,
+    start: tuple[np.ndarray, Sequence[Mapping[str, np.ndarray]]] | None = None,
 ) -> FirstOrderSolution:
     """Minimise the LipSDP objective of ``program`` with the Schur-complement method.
 
@@ -450,6 +459,11 @@ def solve_first_order(
         L-BFGS steps start at 1 and are halved by the line search.
     verbose:
         Show a progress bar.
+    start:
+        ``(γ, multipliers)`` of a feasible point to start from, e.g.
+        :func:`certopt.sdp.fast.solve_fast`'s (its ``γ`` gives the ℓ∞ shape ``g``);
+        default :func:`initial_multipliers`.  Nonnegative multipliers are
+        raised to ``1e-9`` times the stage's largest.
 
     Returns
     -------
@@ -457,7 +471,7 @@ def solve_first_order(
         The best point found; its value still has to pass the float64
         verification (section 6) before it is reported as a bound.
     """
-    start = time.perf_counter()
+    started = time.perf_counter()
     if norm not in (2, math.inf):
         raise InputValueError(f"norm: expected 2 or inf, got {norm!r}")
     max_iter = int(check_scalar(max_iter, "max_iter", low=1, integer=True))
@@ -466,10 +480,19 @@ def solve_first_order(
     lr = check_scalar(lr, "lr", low=0, low_inclusive=False)
     dev = resolve_device(device)
     working = _reduced_input(program, dev) if norm == 2 else program
-    start_weights, _ = initial_multipliers(program, device=dev)
-    starts = [stage.qc.sector_multipliers(t) for stage, t in zip(program.stages, start_weights)]
+    if start is None:
+        start_weights, _ = initial_multipliers(program, device=dev)
+        starts = [stage.qc.sector_multipliers(t)
+                  for stage, t in zip(program.stages, start_weights)]
+        start_shape = None
+    else:
+        starts = list(start[1])
+        start_shape = np.asarray(start[0], dtype=np.float64) if norm == math.inf else None
+        if start_shape is not None and not (np.all(np.isfinite(start_shape))
+                                            and np.max(start_shape) > 0):
+            start_shape = None
     param = _Parametrization(working, starts, working.input_dim if norm == math.inf else 0,
-                             dev, dtype)
+                             dev, dtype, start_shape)
     evaluate = _Evaluation(working, param, norm, dev, dtype)
     z = param.initial.clone()
     n_evaluations = 0
@@ -552,7 +575,7 @@ def solve_first_order(
         gamma=gamma.detach().to("cpu", torch.float64).numpy(),
         multipliers=param.numpy_multipliers(best_point),
         value=best_value, status=status, n_iter=n_iter,
-        solve_time=time.perf_counter() - start,
+        solve_time=time.perf_counter() - started,
         history={"value": history, "evaluations": evaluations},
     )
 

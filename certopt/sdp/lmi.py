@@ -27,7 +27,7 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from certopt.sdp.program import Program
+from certopt.sdp.program import Program, Stage
 
 Blocks = dict[tuple[int, int], Any]
 
@@ -103,6 +103,16 @@ def lmi_blocks(
     ops = ops_for(input_weight)
     convert = convert or (lambda a: a)
     blocks: Blocks = {(0, 0): ops.diag(input_weight)}
+    add_output_blocks(blocks, program, output_scale, convert)
+    for index, (stage, mult) in enumerate(zip(program.stages, multipliers, strict=True)):
+        add_stage_blocks(blocks, stage, index + 1, mult, convert)
+    return blocks
+
+
+def add_output_blocks(blocks: Blocks, program: Program, output_scale: float = 1.0,
+                      convert: Callable[[np.ndarray], Any] | None = None) -> None:
+    """Add ``−A_outᵀA_out / output_scale²`` to ``blocks`` (in place)."""
+    convert = convert or (lambda a: a)
     out = {k: convert(b) for k, b in program.output.terms.items()}  # the program's own arrays
     if output_scale != 1.0:
         out = {k: b / output_scale for k, b in out.items()}
@@ -110,26 +120,30 @@ def lmi_blocks(
         for l in out:
             if k <= l:
                 _accumulate(blocks, (k, l), -(out[k].T @ out[l]))
-    for index, (stage, mult) in enumerate(zip(program.stages, multipliers, strict=True)):
-        segment = index + 1
-        pre = {k: convert(b) for k, b in stage.pre.terms.items()}
-        form = stage.qc.form(mult, ops.multiply)
-        if form.pre_pre is not None:
-            for k in pre:
-                for l in pre:
-                    if k <= l:
-                        weighted = (ops.scale_rows(form.pre_pre, pre[l]) if form.pre_pre.ndim == 1
-                                    else form.pre_pre @ pre[l])
-                        _accumulate(blocks, (k, l), -(pre[k].T @ weighted))
-        if form.pre_out is not None:
-            for k in pre:
-                cross = (ops.scale_cols(pre[k].T, form.pre_out) if form.pre_out.ndim == 1
-                         else pre[k].T @ form.pre_out)
-                _accumulate(blocks, (k, segment), -cross)
-        if form.out_out is not None:
-            own = ops.diag(form.out_out) if form.out_out.ndim == 1 else form.out_out
-            _accumulate(blocks, (segment, segment), -own)
-    return blocks
+
+
+def add_stage_blocks(blocks: Blocks, stage: Stage, segment: int, multipliers: Mapping[str, Any],
+                     convert: Callable[[np.ndarray], Any] | None = None) -> None:
+    """Add stage ``segment``'s term ``−[C_s; E_s]ᵀ S_s [C_s; E_s]`` to ``blocks`` (in place)."""
+    convert = convert or (lambda a: a)
+    ops = ops_for(next(iter(multipliers.values())))
+    pre = {k: convert(b) for k, b in stage.pre.terms.items()}
+    form = stage.qc.form(multipliers, ops.multiply)
+    if form.pre_pre is not None:
+        for k in pre:
+            for l in pre:
+                if k <= l:
+                    weighted = (ops.scale_rows(form.pre_pre, pre[l]) if form.pre_pre.ndim == 1
+                                else form.pre_pre @ pre[l])
+                    _accumulate(blocks, (k, l), -(pre[k].T @ weighted))
+    if form.pre_out is not None:
+        for k in pre:
+            cross = (ops.scale_cols(pre[k].T, form.pre_out) if form.pre_out.ndim == 1
+                     else pre[k].T @ form.pre_out)
+            _accumulate(blocks, (k, segment), -cross)
+    if form.out_out is not None:
+        own = ops.diag(form.out_out) if form.out_out.ndim == 1 else form.out_out
+        _accumulate(blocks, (segment, segment), -own)
 
 
 def assemble_numpy(program: Program, blocks: Blocks) -> Any:

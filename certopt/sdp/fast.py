@@ -1,0 +1,154 @@
+"""A compositional closed-form LipSDP bound (math note, section 10).
+
+The LipSDP matrix of a program, with the input block left out,
+
+    M_0(t) = −A_outᵀA_out − Σ_s t_s·[C_s; E_s]ᵀ S_s(1) [C_s; E_s],
+
+is eliminated segment by segment **from the output backwards**, choosing
+each stage's multipliers as one scalar ``t_s`` times the unit pattern of its
+sector QC (``QuadraticConstraint.sector_multipliers(1)``: the identity for
+slope-restricted stages, ``λ = 1, a = b = 0`` for GroupSort groups).  When
+segment ``s`` is reached, every block touching it is known: its own term and
+what the later stages and the output put there, including the fill-in of
+earlier eliminations.  With ``N_s = −(that diagonal block)`` (the load
+passed back to ``φ_s``), slopes ``[α, β]`` (``m = (α+β)/2``, ``r = (β−α)/2``),
+``A = ‖C_s‖₂²`` and ``K = ‖[M_{k,s}]_{k<s}‖₂²`` the cross blocks the later
+stages put between ``φ_s`` and earlier segments:
+
+    M_ss = t_s I − N_s ≻ 0  ⇔  t_s > ν := λ_max(N_s),
+
+and eliminating ``φ_s`` passes back to the earlier segments at most the scalar
+proxy ``a t A + (|m| t √A + √K)² / (t − ν)`` (``a = −αβ``; cross terms bounded
+by their norms), whose minimiser over ``t > ν`` is closed form:
+
+    t_s = ν (1 + |m|/r) + √(K/A) / r.
+
+For a plain feedforward chain ``K = 0`` and this is ``t = 2ν`` for ReLU, the
+ECLipsE-Fast choice (Xu & Sivaranjani, NeurIPS 2024) in this program's
+scaling; each passed-back load is then ``⪯ ν (|m| + r)² C_sᵀC_s``, so the
+bound is never above the naive product.  The exact Schur complement
+``M_kl −= M_ks M_ss⁻¹ M_sl`` (one Cholesky of order ``n_s``) is passed back,
+not the proxy: that is what makes the bound tighter than the product of norms.
+What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
+``ρ = λ_max(R)``; ℓ∞ the direction ``g = diag(R)`` scaled by
+``λ_max(G^{-1/2} R G^{-1/2})``.  Cost: per stage one extreme eigenvalue and
+one Cholesky of the stage's order plus the products with its pre-activation
+blocks; no SDP solver.  The answer is a feasible point of the same LMI (up to
+round-off), verified in float64 like every other (:mod:`certopt.sdp.verify`).
+
+Exact cases (derived in the tests): one hidden layer whose output weights
+satisfy ``W_1ᵀW_1 = ν I`` (e.g. orthogonal): the bound is
+``√ν · max(|α|, |β|) · ‖W_0‖₂``, which is also LipSDP's optimum (the input
+``x = v₁`` of ``W_0``'s top singular pair with ``φ = β W_0 x`` satisfies every
+QC with equality).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.linalg
+
+from certopt.core.errors import UnsupportedError
+from certopt.core.result import Status
+from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks
+from certopt.sdp.program import Program
+from certopt.sdp.result import SDPSolution
+
+__all__ = ["solve_fast"]
+
+
+def _top_eigenvalue(matrix: np.ndarray) -> float:
+    n = matrix.shape[0]
+    return float(scipy.linalg.eigvalsh(matrix, subset_by_index=[n - 1, n - 1])[0])
+
+
+def _stage_scale(blocks: Blocks, unit: Blocks, segment: int, alpha: np.ndarray,
+                 beta: np.ndarray, pre_norm2: float) -> float:
+    """The closed-form ``t_s`` (module doc)."""
+    size = unit[(segment, segment)].shape[0]
+    own = blocks.get((segment, segment), np.zeros((size, size)))
+    diag = np.diag(unit[(segment, segment)])
+    inv_sqrt = 1.0 / np.sqrt(diag)
+    nu = max(_top_eigenvalue(-inv_sqrt[:, None] * own * inv_sqrt[None, :]), 0.0)
+    cross = [blocks[(k, segment)] for k in range(segment) if (k, segment) in blocks]
+    k_norm2 = float(np.linalg.norm(np.vstack(cross), 2)) ** 2 if cross else 0.0
+    m, r = 0.5 * np.abs(alpha + beta), 0.5 * (beta - alpha)
+    r = np.maximum(r, 1e-3 * np.maximum(m, 1e-12))
+    t = float(np.max(nu * (1.0 + m / r) + math.sqrt(k_norm2 / max(pre_norm2, 1e-300)) / r))
+    floor = 1e-12 * max(nu, float(np.max(np.abs(own))) if own.size else 0.0, 1e-300)
+    return max(t, nu * (1.0 + 1e-9), floor)
+
+
+def _eliminate(blocks: Blocks, segment: int) -> bool:
+    """Schur-complement segment ``segment`` out of ``blocks``; False if its block is not ≻ 0."""
+    try:
+        lower = scipy.linalg.cholesky(blocks.pop((segment, segment)), lower=True)
+    except np.linalg.LinAlgError:
+        return False
+    neighbours = sorted(k for (k, l) in list(blocks) if l == segment)
+    solved = {k: scipy.linalg.solve_triangular(lower, blocks.pop((k, segment)).T, lower=True)
+              for k in neighbours}
+    for i, k in enumerate(neighbours):
+        for l in neighbours[i:]:
+            update = -(solved[k].T @ solved[l])
+            blocks[(k, l)] = blocks[(k, l)] + update if (k, l) in blocks else update
+    return True
+
+
+def solve_fast(program: Program, norm: str, solver: str | None = None, *,
+               output_scale: float = 1.0, verbose: bool = False) -> SDPSolution:
+    """The compositional closed-form LipSDP point of ``program`` (module doc).
+
+    ``norm`` is ``"2"`` or ``"inf"``; ``output_scale`` divides ``A_out``
+    (conditioning) and is undone in the returned weights and multipliers.
+    Raises :class:`UnsupportedError` for a stage QC without a sector.
+    ``solver`` and ``verbose`` are accepted for the common method signature
+    and must be ``None`` / are ignored.
+    """
+    start = time.perf_counter()
+    if solver is not None:
+        raise UnsupportedError(f"solver: {solver!r} applies to method='lipsdp' only")
+    blocks: Blocks = {}
+    add_output_blocks(blocks, program, output_scale)
+    multipliers: list[dict[str, np.ndarray]] = [{} for _ in program.stages]
+    for segment in range(len(program.stages), 0, -1):
+        stage = program.stages[segment - 1]
+        sector = stage.qc.sector()
+        if sector is None:
+            raise UnsupportedError(
+                f"method='fast': stage {segment} ({stage.label or type(stage.qc).__name__}) "
+                f"uses {type(stage.qc).__name__}, which declares no sector; use "
+                "method='lipsdp'")
+        unit_multipliers = stage.qc.sector_multipliers(np.ones(stage.qc.size))
+        unit: Blocks = {}
+        add_stage_blocks(unit, stage, segment, unit_multipliers)
+        pre_norm2 = float(np.linalg.norm(np.hstack([stage.pre.terms[k]
+                                                    for k in sorted(stage.pre.terms)]), 2)) ** 2
+        scale = _stage_scale(blocks, unit, segment, *sector, pre_norm2)
+        for _ in range(8):  # round-off near a singular block: move away from it
+            trial = dict(blocks)
+            for key, value in unit.items():
+                trial[key] = trial[key] + scale * value if key in trial else scale * value
+            if _eliminate(trial, segment):
+                break
+            scale *= 2.0
+        else:
+            return SDPSolution(np.full(program.input_dim, np.nan), tuple(multipliers),
+                               Status.NUMERICAL, time.perf_counter() - start)
+        blocks = trial
+        multipliers[segment - 1] = {k: scale * output_scale ** 2 * np.asarray(v, dtype=np.float64)
+                                    for k, v in unit_multipliers.items()}
+    n0 = program.input_dim
+    demand = -blocks.get((0, 0), np.zeros((n0, n0)))
+    demand = 0.5 * (demand + demand.T)
+    if norm == "2":
+        weight = np.full(n0, max(_top_eigenvalue(demand), 0.0))
+    else:
+        shape = np.maximum(np.diag(demand), 1e-12 * max(float(np.max(np.diag(demand))), 1e-300))
+        inv_sqrt = 1.0 / np.sqrt(shape)
+        weight = max(_top_eigenvalue(inv_sqrt[:, None] * demand * inv_sqrt[None, :]), 0.0) * shape
+    return SDPSolution(weight * output_scale ** 2, tuple(multipliers), Status.OPTIMAL,
+                       time.perf_counter() - start)

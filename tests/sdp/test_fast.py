@@ -1,0 +1,119 @@
+"""method="fast": the compositional closed-form bound (certopt.sdp.fast)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certopt.sdp import GroupSort, HouseholderActivation, MaxMin, Residual, lipschitz_bound
+from certopt.sdp.compiler import compile_network
+from certopt.sdp.fast import solve_fast
+from certopt.sdp.first_order import solve_first_order
+
+
+def _layers(activation, widths, seed):
+    torch.manual_seed(seed)
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(widths) - 2:
+            layers.append(activation(n_out))
+    return nn.Sequential(*layers).double()
+
+
+NETS = {
+    "relu": lambda: _layers(lambda n: nn.ReLU(), (5, 8, 8, 3), 0),
+    "leaky": lambda: _layers(lambda n: nn.LeakyReLU(0.2), (5, 8, 8, 3), 1),
+    "tanh": lambda: _layers(lambda n: nn.Tanh(), (5, 8, 6, 3), 2),
+    "sigmoid": lambda: _layers(lambda n: nn.Sigmoid(), (5, 8, 6, 3), 3),
+    "maxmin": lambda: _layers(lambda n: MaxMin(), (5, 8, 8, 3), 4),
+    "householder": lambda: _layers(lambda n: HouseholderActivation(n, theta=0.4), (5, 8, 8, 3), 5),
+    "groupsort": lambda: _layers(lambda n: GroupSort(4), (5, 8, 8, 3), 6),
+    "residual": lambda: nn.Sequential(
+        nn.Linear(5, 6), Residual(nn.Sequential(nn.Linear(6, 6), MaxMin())),
+        Residual(nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6))),
+        nn.Linear(6, 3)).double(),
+}
+
+
+@pytest.mark.parametrize("norm", ["2", "inf"])
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_fast_is_verified_between_the_sdp_and_the_naive_bound(name, norm):
+    torch.manual_seed(0)
+    net = NETS[name]()
+    for encoding in (("network", "qc") if name == "groupsort" else ("network",)):
+        fast = lipschitz_bound(net, norm=norm, method="fast", groupsort=encoding)
+        sdp = lipschitz_bound(net, norm=norm, method="lipsdp", groupsort=encoding,
+                              attack=False)
+        assert fast.verified and fast.check() and fast.n_iter == 0
+        assert fast.lower <= fast.bound <= fast.naive
+        assert sdp.verified and sdp.bound <= fast.bound * (1 + 1e-9)
+        # the closed form is a real improvement on the product of norms except for
+        # GroupSort's sorting network, whose pass-through chains it bounds by norms
+        if name != "groupsort":
+            assert fast.bound < 0.97 * fast.naive
+
+
+def _scaled_orthogonal(n, scale, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+    return scale * q
+
+
+@pytest.mark.parametrize("activation, gain", [(nn.ReLU(), 1.0), (nn.LeakyReLU(-0.5), 1.0),
+                                              (nn.Sigmoid(), 0.25), (MaxMin(), 1.0)])
+def test_fast_is_exact_on_one_hidden_layer_with_orthogonal_output(activation, gain):
+    """ℓ2, W_1ᵀW_1 = νI: fast = LipSDP = √ν·gain·‖W_0‖₂ (module doc of certopt.sdp.fast).
+    (In ℓ∞ the closed form's input shape diag(R) is not optimal in general.)"""
+    rng = np.random.default_rng(0)
+    w0, w1 = rng.standard_normal((6, 4)), _scaled_orthogonal(6, 1.7, 1)
+    net = nn.Sequential(nn.Linear(4, 6), activation, nn.Linear(6, 6)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.from_numpy(w0))
+        net[2].weight.copy_(torch.from_numpy(w1))
+    fast = lipschitz_bound(net, method="fast")
+    sdp = lipschitz_bound(net, method="lipsdp", attack=False)
+    assert fast.verified and sdp.verified
+    assert fast.bound == pytest.approx(sdp.bound, rel=1e-6)
+    assert fast.bound == pytest.approx(1.7 * gain * np.linalg.norm(w0, 2), rel=1e-9)
+
+
+def test_fast_certifies_one_on_an_orthogonal_maxmin_net():
+    net = nn.Sequential(nn.Linear(6, 6), MaxMin(), nn.Linear(6, 6), MaxMin(),
+                        nn.Linear(6, 6)).double()
+    with torch.no_grad():
+        for k, layer in enumerate(net[::2]):
+            layer.weight.copy_(torch.from_numpy(_scaled_orthogonal(6, 1.0, k)))
+    assert lipschitz_bound(net, method="fast").bound == pytest.approx(1.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("norm", [2, math.inf])
+def test_first_order_from_the_fast_point_reaches_the_same_optimum(norm):
+    net = NETS["relu"]()
+    program = compile_network(net)
+    name = "2" if norm == 2 else "inf"
+    fast = solve_fast(program, name)
+    warm = solve_first_order(program, norm, start=(fast.input_weight, fast.multipliers))
+    cold = solve_first_order(program, norm)
+    sdp = lipschitz_bound(net, norm=name, method="lipsdp", attack=False).bound ** 2
+    assert warm.history["value"][0] == pytest.approx(float(np.max(fast.input_weight))
+                                                     if norm == 2 else fast.input_weight.sum(),
+                                                     rel=1e-6)
+    for solution in (warm, cold):
+        assert solution.value == pytest.approx(sdp, rel=1e-3)
+
+
+def test_auto_returns_fast_when_it_meets_rtol_against_the_attack():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 6), MaxMin(), nn.Linear(6, 6)).double()
+    with torch.no_grad():
+        for k, layer in enumerate(net[::2]):
+            layer.weight.copy_(torch.from_numpy(_scaled_orthogonal(6, 1.0, k)))
+    quick = lipschitz_bound(net, rtol=1e-6)
+    assert quick.verified and quick.n_iter == 0 and quick.bound == pytest.approx(1.0, abs=1e-8)
+    relu = NETS["relu"]()
+    solved = lipschitz_bound(relu, rtol=1e-3)  # fast is far above the attack: solve the SDP
+    assert solved.verified and solved.n_iter > 0
+    assert solved.bound < lipschitz_bound(relu, method="fast").bound
+    assert lipschitz_bound(relu, rtol=10.0).n_iter == 0
