@@ -59,9 +59,14 @@ quadratic form of the LMI; it is differentiated by autograd through the
 stages' QC forms only.  Cost per evaluation: one Cholesky of order
 ``Σ_{s>=1} n_s`` (leading segments whose block of ``S`` is diagonal, e.g. the
 first ReLU layer, are eliminated first: :class:`_BlockCholesky`), one
-triangular solve with ``n_0`` right-hand sides, one symmetric
-eigendecomposition of order ``n_0`` and ``O(n²k)`` for the gradient; all in
-torch, on any device.
+triangular solve with ``r`` right-hand sides, one symmetric
+eigendecomposition of order ``r`` and ``O(n²k)`` for the gradient; all in
+torch, on any device.  ``r <= n_0`` is the rank of the input's row space
+(:func:`_reduced_input`): every quantity sees ``x`` through ``Qᵀx``, so
+``R = Q R̃ Qᵀ`` and, in ℓ∞ too, the spectrum of ``G^{-1/2} R G^{-1/2}`` is
+that of ``Lᵀ R̃ L`` with ``L Lᵀ = Qᵀ G⁻¹ Q`` (order ``r``; the ``n_0`` shape
+variables only enter through ``O(n_0 r²)`` products).  Before this a
+784-input ℓ∞ problem paid a 784-order eigendecomposition per evaluation.
 """
 
 from __future__ import annotations
@@ -332,10 +337,11 @@ class _Evaluation:
     """``F``, the smoothed objective and its gradient at one point ``z`` (module doc)."""
 
     def __init__(self, program: Program, param: _Parametrization, norm: float,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, basis: np.ndarray | None = None):
         self.program, self.param, self.norm = program, param, norm
         self.constants = _DeviceConstants(device, dtype)
         self.n0 = program.input_dim
+        self.basis = None if basis is None else torch.as_tensor(basis, dtype=dtype, device=device)
         self.zero_weight = torch.zeros(self.n0, dtype=dtype, device=device)
         self.probes: torch.Tensor | None = None
         self.diagonal_prefix: int | None = None  # found on the first evaluation
@@ -356,15 +362,17 @@ class _Evaluation:
                 return None, None, math.inf
             y = chol.solve_lower(matrix[n0:, :n0])
             r_mat = y.T @ y - matrix[:n0, :n0]
-            total, scale = 1.0, None
+            total, lift = 1.0, None
             if self.norm == math.inf:
-                log_shape = self.param.log_shape(z)
-                scale = torch.exp(-0.5 * log_shape)
-                r_mat = scale[:, None] * r_mat * scale[None, :]
-                total = float(torch.exp(log_shape).sum())
+                shape = torch.exp(self.param.log_shape(z))
+                total = float(shape.sum())
+                lift = self._shape_factor(shape)
+                r_mat = lift.T @ r_mat @ lift
             eig, vec = torch.linalg.eigh(0.5 * (r_mat + r_mat.T))
             top = eig[-1]
             value = total * float(top)
+            if lift is not None and self.basis is not None and value < 0:
+                value = 0.0  # the full input space has zero eigenvalues outside the basis
             if not math.isfinite(value):
                 return None, None, math.inf
             if width is None:
@@ -376,8 +384,8 @@ class _Evaluation:
             smooth = value + width * torch.logsumexp(logits, dim=0)
             keep = weights > 1e-14
             directions = vec[:, keep] * torch.sqrt(total * weights[keep])
-            if scale is not None:
-                directions = scale[:, None] * directions
+            if lift is not None:
+                directions = lift @ directions
             rest = -chol.solve_upper(y @ directions)
             # barrier β Σ_j log(z_jᵀS⁻¹z_j) (fixed probes z_j; ≈ −β k log λ_min(S) near the
             # boundary), β = _BARRIER·width/k: its gradient −β Σ_j u_jᵀ dS u_j / q_j
@@ -394,10 +402,27 @@ class _Evaluation:
             columns = [directions, *torch.split(rest, list(program.segment_sizes[1:]))]
         grad = self._multiplier_gradient(z, columns)
         if self.norm == math.inf:
-            g = torch.exp(self.param.log_shape(z))
-            shape_grad = g * (weights @ eig) - total * (vec ** 2 @ (weights * eig))
-            grad[grad.shape[0] - n0:] += shape_grad
+            # F_i = (Σg)·λ_i: ∂/∂log g_j = g_j λ_i − (Σg) λ_i v_ij², v_i the eigenvector of
+            # G^{-1/2} R G^{-1/2} in the full input space: v_i = G^{-1/2} Q L^{-T} u_i
+            if self.basis is None:
+                squares = vec ** 2
+            else:
+                full = self.basis @ torch.linalg.solve_triangular(lift.T, vec, upper=True)
+                squares = full ** 2 / shape[:, None]
+            shape_grad = shape * (weights @ eig) - total * (squares @ (weights * eig))
+            grad[grad.shape[0] - shape.shape[0]:] += shape_grad
         return smooth, grad, value
+
+    def _shape_factor(self, shape: torch.Tensor) -> torch.Tensor:
+        """``L`` with ``L Lᵀ = Qᵀ G⁻¹ Q`` (``Q`` the input basis, ``G = diag(shape)``).
+
+        ``Lᵀ R L`` has the nonzero eigenvalues of ``G^{-1/2} Q R Qᵀ G^{-1/2}``, the
+        ℓ∞ matrix of the full input space, at the cost of the reduced input's order;
+        without a basis (``Q = I``) ``L = G^{-1/2}``.
+        """
+        if self.basis is None:
+            return torch.diag(torch.rsqrt(shape))
+        return torch.linalg.cholesky(self.basis.T @ (self.basis / shape[:, None]))
 
     def _probes(self, size: int, like: torch.Tensor) -> torch.Tensor:
         """The barrier's fixed Gaussian probes, ``(size, _N_PROBES)`` (seeded, made once)."""
@@ -479,7 +504,7 @@ def solve_first_order(
     tol = check_scalar(tol, "tol", low=0)
     lr = check_scalar(lr, "lr", low=0, low_inclusive=False)
     dev = resolve_device(device)
-    working = _reduced_input(program, dev) if norm == 2 else program
+    working, basis = _reduced_input(program, dev)
     if start is None:
         start_weights, _ = initial_multipliers(program, device=dev)
         starts = [stage.qc.sector_multipliers(t)
@@ -491,9 +516,9 @@ def solve_first_order(
         if start_shape is not None and not (np.all(np.isfinite(start_shape))
                                             and np.max(start_shape) > 0):
             start_shape = None
-    param = _Parametrization(working, starts, working.input_dim if norm == math.inf else 0,
+    param = _Parametrization(working, starts, program.input_dim if norm == math.inf else 0,
                              dev, dtype, start_shape)
-    evaluate = _Evaluation(working, param, norm, dev, dtype)
+    evaluate = _Evaluation(working, param, norm, dev, dtype, basis)
     z = param.initial.clone()
     n_evaluations = 0
 
@@ -580,14 +605,17 @@ def solve_first_order(
     )
 
 
-def _reduced_input(program: Program, device: torch.device) -> Program:
-    """The same program on ``x̃ = Qᵀx``, ``Q`` an orthonormal basis of the input's row space.
+def _reduced_input(program: Program, device: torch.device
+                   ) -> tuple[Program, np.ndarray | None]:
+    """The same program on ``x̃ = Qᵀx``, ``Q`` an orthonormal basis of the input's row space,
+    and ``Q`` (``None``: no reduction, when the rank is at least 3/4 of the input size).
 
-    Every quantity depends on ``x`` through ``C_k[0] x = C_k[0] Q Qᵀ x``, so in
-    ℓ2 the LMI's input block lives in ``range(Q)`` and ``ρ`` and the
-    multipliers are unchanged: a 784-input net with a 16-wide first layer
-    gives a 16-dimensional eigenproblem instead of a 784-dimensional one.
-    The SVD runs in torch on ``device``.
+    Every quantity depends on ``x`` through ``C_k[0] x = C_k[0] Q Qᵀ x``, so the
+    LMI's input block is ``Q R̃ Qᵀ``: in ℓ2 ``ρ`` and the multipliers are
+    unchanged, and in ℓ∞ ``diag(γ) ⪰ Q R̃ Qᵀ`` is an eigenproblem of the
+    reduced order (:meth:`_Evaluation._shape_factor`): a 784-input net with a
+    16-wide first layer gives a 16-dimensional eigenproblem instead of a
+    784-dimensional one.  The SVD runs in torch on ``device``.
     """
     exprs = [stage.pre for stage in program.stages] + [program.output]
     blocks = [e.terms[0] for e in exprs if 0 in e.terms]
@@ -595,7 +623,7 @@ def _reduced_input(program: Program, device: torch.device) -> Program:
     _, singular, vh = torch.linalg.svd(stacked, full_matrices=False)
     rank = int((singular > singular[0] * 1e-13).sum()) if singular.numel() else 0
     if rank >= 0.75 * program.input_dim:
-        return program
+        return program, None
     basis = vh[:max(rank, 1)].T.to("cpu").numpy()
 
     def project(expr: LinearExpr) -> LinearExpr:
@@ -603,4 +631,4 @@ def _reduced_input(program: Program, device: torch.device) -> Program:
         return LinearExpr(expr.shape, terms)
 
     stages = tuple(Stage(project(st.pre), st.qc, st.label) for st in program.stages)
-    return Program((basis.shape[1],), stages, project(program.output))
+    return Program((basis.shape[1],), stages, project(program.output)), basis

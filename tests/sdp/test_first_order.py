@@ -224,3 +224,17 @@ def test_block_cholesky_solves(prefix):
         _BlockCholesky.factor(s, prefix).solve_lower(rhs)), torch.linalg.solve(s, rhs),
         rtol=1e-12, atol=1e-12)
     assert _BlockCholesky.factor(-s, prefix) is None
+
+
+@pytest.mark.parametrize("n_in, width, n_out, seed", [(40, 8, 1, 0), (60, 12, 2, 2)])
+def test_inf_on_a_two_layer_maxmin_net_matches_interior_point(n_in, width, n_out, seed):
+    """ℓ∞ with a wide input: the eigenproblem runs in the first layer's row space
+    (order ``width``, not ``n_in``), the input shape g stays ``n_in``-dimensional."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(n_in, width), MaxMin(), nn.Linear(width, n_out)).double()
+    reference = lipschitz_bound(net, norm="inf", method="lipsdp", solver="CLARABEL",
+                                attack=False)
+    result = lipschitz_bound(net, norm="inf", method="first-order")
+    assert result.verified and reference.verified and result.check()
+    assert reference.bound * (1 - 1e-6) <= result.bound <= reference.bound * (1 + 1e-3)
+    assert len(result.input_weight) == n_in and result.lower <= result.bound
