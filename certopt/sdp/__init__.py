@@ -11,6 +11,7 @@ from certopt.sdp.activations import GroupSort, HouseholderActivation, MaxMin, Re
 from certopt.sdp.baselines import attack_lower_bound, naive_bound
 from certopt.sdp.compiler import compile_network, register_rule, supported_layers
 from certopt.sdp.lipschitz import lipschitz_bound
+from certopt.sdp.maxmin_nets import load_maxmin_mat, maxmin_network
 from certopt.sdp.program import LinearExpr, Program, ProgramBuilder, QuadraticConstraint
 from certopt.sdp.result import LipschitzResult
 from certopt.sdp.verify import UnsoundBoundError
@@ -29,6 +30,8 @@ __all__ = [
     "attack_lower_bound",
     "compile_network",
     "lipschitz_bound",
+    "load_maxmin_mat",
+    "maxmin_network",
     "naive_bound",
     "register_rule",
     "supported_layers",

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from certopt.sdp import GroupSort, HouseholderActivation, MaxMin, Residual, lipschitz_bound
+from certopt.sdp.maxmin_nets import maxmin_network
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "maxmin_nets"
 
@@ -76,12 +77,4 @@ def load_mat_net(path):
     import scipy.io
 
     weights = [np.asarray(w, dtype=np.float64) for w in scipy.io.loadmat(path)["W"].ravel()]
-    layers = []
-    for k, w in enumerate(weights):
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=False).double()
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(w))
-        layers.append(lin)
-        if k < len(weights) - 1:
-            layers.append(MaxMin())
-    return nn.Sequential(*layers), weights
+    return maxmin_network(weights), weights
