@@ -30,8 +30,9 @@ bound is never above the naive product.  The exact Schur complement
 ``M_kl −= M_ks M_ss⁻¹ M_sl`` (one Cholesky of order ``n_s``) is passed back,
 not the proxy: that is what makes the bound tighter than the product of norms.
 What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
-``ρ = λ_max(R)``; ℓ∞ the direction ``g = diag(R)`` scaled by
-``λ_max(G^{-1/2} R G^{-1/2})``.  Cost: per stage one extreme eigenvalue and
+``ρ = λ_max(R)``; ℓ∞ the direction ``g = √diag(R)`` scaled by
+``λ_max(G^{-1/2} R G^{-1/2})`` (optimal when ``R = bbᵀ`` has rank one:
+``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  Cost: per stage one extreme eigenvalue and
 one Cholesky of the stage's order plus the products with its pre-activation
 blocks; no SDP solver.  The answer is a feasible point of the same LMI (up to
 round-off), verified in float64 like every other (:mod:`certopt.sdp.verify`).
@@ -147,7 +148,8 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
     if norm == "2":
         weight = np.full(n0, max(_top_eigenvalue(demand), 0.0))
     else:
-        shape = np.maximum(np.diag(demand), 1e-12 * max(float(np.max(np.diag(demand))), 1e-300))
+        diagonal = np.diag(demand)
+        shape = np.sqrt(np.maximum(diagonal, 1e-24 * max(float(np.max(diagonal)), 1e-300)))
         inv_sqrt = 1.0 / np.sqrt(shape)
         weight = max(_top_eigenvalue(inv_sqrt[:, None] * demand * inv_sqrt[None, :]), 0.0) * shape
     return SDPSolution(weight * output_scale ** 2, tuple(multipliers), Status.OPTIMAL,
