@@ -65,8 +65,7 @@ torch, on any device.  ``r <= n_0`` is the rank of the input's row space
 (:func:`_reduced_input`): every quantity sees ``x`` through ``Qᵀx``, so
 ``R = Q R̃ Qᵀ`` and, in ℓ∞ too, the spectrum of ``G^{-1/2} R G^{-1/2}`` is
 that of ``Lᵀ R̃ L`` with ``L Lᵀ = Qᵀ G⁻¹ Q`` (order ``r``; the ``n_0`` shape
-variables only enter through ``O(n_0 r²)`` products).  Before this a
-784-input ℓ∞ problem paid a 784-order eigendecomposition per evaluation.
+variables only enter through ``O(n_0 r²)`` products).
 """
 
 from __future__ import annotations
@@ -471,9 +470,8 @@ def solve_first_order(
         ``2`` (bound ``√ρ`` on ``L_2``) or ``math.inf`` (bound ``√Σγ`` on ``L_{∞→2}``).
     device, dtype:
         Where and in which precision the iterations run (default CPU, float64).
-        float32 halves the cost of an evaluation on CPU but needs about 4x as
-        many (Armijo steps fail on round-off); the bound is verified in
-        float64 either way.
+        float32 makes an evaluation cheaper but needs more of them (Armijo
+        steps fail on round-off); the bound is verified in float64 either way.
     max_iter:
         Iteration limit.
     tol, patience:

@@ -46,10 +46,11 @@ from certopt.sdp.verify import bound_from_weight, check_against_attack
 from certopt.sdp.verify import verify as verify_certificate
 
 AUTO_STATE_DIM = 50
-"""``method="auto"`` solves LMIs up to this order with Clarabel (interior point, ≈ 0.5 s at
-order 55, 12 s at 100, against 0.3 s for the first-order solver; up to
-:data:`AUTO_MOSEK_STATE_DIM` with MOSEK), larger ones with the first-order solver."""
+"""``method="auto"`` solves LMIs up to this order with Clarabel (interior point; its cost
+grows like the sixth power of the order, see benchmarks/RESULTS.md), larger ones with the
+first-order solver."""
 AUTO_MOSEK_STATE_DIM = 300
+"""The same limit when MOSEK is installed."""
 
 Method = Callable[..., SDPSolution]
 

@@ -45,8 +45,8 @@ def build_problem(program: Program, norm: str, output_scale: float = 1.0
 
 CLARABEL_MAX_STATE = 100
 """Default solver: Clarabel up to this LMI order, SCS above (Clarabel's dense
-PSD scaling costs O(N⁶) per iteration: seconds to tens of seconds near N = 100
-and out of memory at N ≈ 220; SCS needs many more iterations on trained nets)."""
+PSD scaling costs O(N⁶) per iteration and its memory O(N⁴); SCS needs many more
+iterations on trained nets; readings in benchmarks/RESULTS.md)."""
 
 
 def default_solver(program: Program) -> str:
