@@ -33,9 +33,10 @@ smoothed by a log-sum-exp over the spectrum, ``w·log Σ_i exp((Σg)·λ_i/w)``
 width ``w = s·|F|`` on ``F``'s own scale, so that it is invariant to ``g → c·g``
 (a width on ``λ_max``'s scale is ``Σg`` times too coarse and stalled ℓ∞ above
 the SDP value),
-``s = 10⁻¹, 10⁻², …, 10⁻⁵`` (continuation: ``s`` drops when the smoothed
-objective decreased by less than ``max(tol, 10⁻²s)·|F|`` over ``patience``
-iterations, restarting from the best point), plus the vanishing barrier
+``s = 10⁻¹, 10⁻², …, 10⁻⁵`` (from ``10⁻²`` in ℓ2 from a given start;
+continuation: ``s`` drops when the smoothed objective decreased by less than
+``max(tol, 10⁻²s)·|F|`` over ``patience`` iterations, restarting from the best
+point), plus the vanishing barrier
 ``β Σ_j log(z_jᵀS⁻¹z_j)`` (8 fixed Gaussian probes ``z_j``, ``β = 0.1·w/8``;
 near the boundary it behaves like ``−8β log λ_min(S)``, at the cost of two
 triangular solves with 8 right-hand sides; ``−log det S`` would cost an
@@ -92,6 +93,10 @@ __all__ = ["FirstOrderSolution", "initial_multipliers", "solve_first_order"]
 _SMOOTH0 = 1e-1
 """First smoothing width, relative to ``|F|`` (tuned on small GroupSort/ReLU/MaxMin nets
 against the interior-point value: wider starts converge more reliably than 10⁻³)."""
+_SMOOTH0_WARM = 1e-2
+"""First smoothing width in ℓ2 from a given ``start`` (e.g. the fast bound's point, already
+close: the coarsest level only spends iterations there; in ℓ∞ the shape variables still
+profit from the coarse level)."""
 _SMOOTH_END = 1e-5
 """Finest smoothing width (relative); the run ends when this level stalls."""
 _SMOOTH_FACTOR = 0.1
@@ -529,7 +534,8 @@ def solve_first_order(
     best_value, best_point = math.inf, z.clone()
     history: list[float] = []
     evaluations: list[float] = []
-    n_iter, status, smoothing = 0, Status.MAX_ITER, _SMOOTH0
+    warm = start is not None and norm == 2
+    n_iter, status, smoothing = 0, Status.MAX_ITER, _SMOOTH0_WARM if warm else _SMOOTH0
     _, _, first_value = counted(z, None)
     width = smoothing * abs(first_value)
     objective, grad, value = counted(z, width) if math.isfinite(first_value) else (None,) * 3
