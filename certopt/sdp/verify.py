@@ -16,7 +16,8 @@ and ``s·γ`` with ``s = λ_max(diag(γ)^{-1/2} S diag(γ)^{-1/2})``.  If
 the weights are raised by a small relative margin until the full
 ``M(γ) − δ I`` passes a float64 Cholesky factorisation, with
 ``δ = 10 · dim · eps · max_i |M_ii|`` covering the rounding of the
-factorisation.  The reported bound is ``√(Σγ)`` for the weights that passed.
+factorisation (every weight also gets ``2δ``, so inputs the network ignores, whose
+weight is ``≈ 0``, pass).  The reported bound is ``√(Σγ)`` for the weights that passed.
 """
 
 from __future__ import annotations
@@ -91,13 +92,18 @@ def lmi_matrix(program: Program, input_weight: np.ndarray,
     return assemble_numpy(program, lmi_blocks(program, weight, multipliers))
 
 
+def _cholesky_shift(max_diagonal: float, order: int) -> float:
+    """``δ = 10 · order · eps · max_i |M_ii|`` (module doc)."""
+    return 10 * order * np.finfo(np.float64).eps * max_diagonal
+
+
 def passes_cholesky(matrix: np.ndarray) -> bool:
     """True when ``matrix − δI`` has a float64 Cholesky factor (δ as in the module doc)."""
     if matrix.size == 0:
         return True
     if not np.all(np.isfinite(matrix)):
         return False
-    delta = 10 * matrix.shape[0] * np.finfo(np.float64).eps * float(np.max(np.abs(np.diag(matrix))))
+    delta = _cholesky_shift(float(np.max(np.abs(np.diag(matrix)))), matrix.shape[0])
     try:
         np.linalg.cholesky(matrix - delta * np.eye(matrix.shape[0]))
     except np.linalg.LinAlgError:
@@ -162,8 +168,12 @@ def verify(program: Program, input_weight: np.ndarray,
         schur = cross @ scipy.linalg.cho_solve(factor, cross.T) - head
         weight = _smallest_weight(0.5 * (schur + schur.T), np.asarray(input_weight), norm)
         floor = 1e-300 + float(np.max(np.abs(base))) * 1e-15
+        # passes_cholesky tests M − δI: an input weight below δ (an input the network
+        # ignores, e.g. a blank pixel, gets γ_j ≈ 0) would fail it whatever the margin
+        delta = 2 * _cholesky_shift(max(float(np.max(np.abs(np.diag(base)))),
+                                        float(np.max(weight, initial=0.0))), len(base))
         for margin in _MARGINS:
-            trial = weight * (1.0 + margin) + margin * floor
+            trial = weight * (1.0 + margin) + margin * floor + delta
             matrix = base + np.diag(np.concatenate([trial, np.zeros(len(base) - n0)]))
             if passes_cholesky(matrix):
                 min_eig = float(scipy.linalg.eigvalsh(matrix, subset_by_index=[0, 0])[0])

@@ -11,6 +11,8 @@ from certopt.sdp import GroupSort, HouseholderActivation, MaxMin, Residual, lips
 from certopt.sdp.compiler import compile_network
 from certopt.sdp.fast import solve_fast
 from certopt.sdp.first_order import solve_first_order
+from certopt.sdp.maxmin_nets import load_maxmin_mat
+from tests.sdp.test_orthogonal import DATA
 
 
 def _layers(activation, widths, seed):
@@ -117,3 +119,12 @@ def test_auto_returns_fast_when_it_meets_rtol_against_the_attack():
     assert solved.verified and solved.n_iter > 0
     assert solved.bound < lipschitz_bound(relu, method="fast").bound
     assert lipschitz_bound(relu, rtol=10.0).n_iter == 0
+
+
+@pytest.mark.skipif(not (DATA / "resweights_8_32.mat").exists(), reason="needs maxmin_nets data")
+def test_inf_verifies_with_inputs_the_network_ignores():
+    """Blank MNIST pixels get γ_j ≈ 0, below the Cholesky test's shift δ: the published
+    resweights_8_32 net (label 8) failed the float64 verification this way."""
+    net = load_maxmin_mat(DATA / "resweights_8_32.mat", output_rows=[8])
+    result = lipschitz_bound(net, norm="inf", method="fast", attack=False)
+    assert result.verified and result.check() and result.bound < 0.5 * result.naive
