@@ -11,7 +11,8 @@ run).  A method that hits the cap (or would need more memory than
     python benchmarks/lipsdp_scaling.py            # widths 32 … 1024, 300 s cap
     python benchmarks/lipsdp_scaling.py --quick    # small widths, < 1 minute
 
-The first-order solver (``--device cuda`` on a GPU) is the last method;
+The closed-form ``fast`` bound and the first-order solver (``--device cuda`` on a GPU)
+are the last methods;
 ``--input-dim 784 --widths 1024`` gives the 784-1024-1024-10 net,
 ``--max-iter`` caps its iterations (the row then says ``max_iter``; its bound
 is still verified) and ``--maxmin-nets`` certifies the published MaxMin nets
@@ -78,6 +79,7 @@ METHODS: list[Method] = [
 if "MOSEK" in cp.installed_solvers():
     METHODS.append(Method("cvxpy+MOSEK", {"method": "lipsdp", "solver": "MOSEK"},
                           _clarabel_memory))
+METHODS.append(Method("fast", {"method": "fast"}))
 METHODS.append(Method("first-order", {"method": "first-order"}))
 ANCHOR = "cvxpy+SCS"
 _FORK = multiprocessing.get_context("fork")
@@ -199,37 +201,22 @@ SMALL_MAXMIN_NETS = ("weights_2_16.mat", "weights_2_64.mat", "weights_5_32.mat",
 
 
 def _maxmin_table(paths: list[str], device: str) -> None:
-    """ℓ2 certificates of the published MaxMin nets: naive, first-order bound, lower, time.
+    """ℓ2 certificates of the published MaxMin nets: naive, first-order bound, lower, time
+    (``benchmarks/lipsdp_maxmin_nets.py`` has the full table, residual nets and ℓ∞)."""
+    from certopt.sdp import lipschitz_bound, load_maxmin_mat
 
-    ``weights_*`` files are chains ``W_0, MaxMin, W_1, ..., W_L``; ``resweights_*``
-    files are not read (their residual layout is not documented in the data).
-    """
-    import numpy as np
-    import scipy.io
-
-    from certopt.sdp import MaxMin, lipschitz_bound
-
-    files = [Path(p) for p in paths] or [MAXMIN_DATA / n for n in SMALL_MAXMIN_NETS
-                                         if not n.startswith("res")]
+    files = [Path(p) for p in paths] or [MAXMIN_DATA / n for n in SMALL_MAXMIN_NETS]
     header = (f"{'net':<24} {'naive':>9} {'first-order':>11} {'lower':>9} {'bound/naive':>11} "
               f"{'verified':>8} {'time s':>8}")
     print(f"MaxMin nets (MNIST), l2, first-order on {device}")
     print(header)
     print("-" * len(header))
     for path in files:
-        weights = [np.asarray(w, dtype=np.float64) for w in scipy.io.loadmat(path)["W"].ravel()]
-        layers: list[nn.Module] = []
-        for k, w in enumerate(weights):
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=False).double()
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-            layers += [lin, MaxMin()] if k < len(weights) - 1 else [lin]
-        naive = float(np.prod([np.linalg.norm(w, 2) for w in weights]))
         start = time.perf_counter()
-        result = lipschitz_bound(nn.Sequential(*layers), method="first-order", device=device)
+        result = lipschitz_bound(load_maxmin_mat(path), method="first-order", device=device)
         elapsed = time.perf_counter() - start
-        print(f"{path.name:<24} {naive:>9.4g} {result.bound:>11.5g} {result.lower:>9.5g} "
-              f"{result.bound / naive:>11.4f} {str(result.verified):>8} {elapsed:>8.1f}")
+        print(f"{path.name:<24} {result.naive:>9.4g} {result.bound:>11.5g} {result.lower:>9.5g} "
+              f"{result.bound / result.naive:>11.4f} {str(result.verified):>8} {elapsed:>8.1f}")
         sys.stdout.flush()
 
 
