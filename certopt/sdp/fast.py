@@ -23,10 +23,14 @@ by their norms), whose minimiser over ``t > ν`` is closed form:
 
     t_s = ν (1 + |m|/r) + √(K/A) / r.
 
-For a plain feedforward chain ``K = 0`` and this is ``t = 2ν`` for ReLU, the
-ECLipsE-Fast choice (Xu & Sivaranjani, NeurIPS 2024) in this program's
-scaling; each passed-back load is then ``⪯ ν (|m| + r)² C_sᵀC_s``, so the
-bound is never above the naive product.  The exact Schur complement
+For a feedforward chain of slope-restricted stages (no skips, no pass-through)
+``K = 0`` and this is ``t = 2ν`` for ReLU, the ECLipsE-Fast choice (Xu &
+Sivaranjani, NeurIPS 2024) in this program's scaling; each passed-back load is
+then ``⪯ ν (|m| + r)² C_sᵀC_s``, so the bound is never above the naive product.
+With skips or the pass-through of reflection stages (MaxMin, GroupSort's
+sorting network) ``K > 0`` and the proxy is only a heuristic: on GroupSort
+sorting networks the closed form can exceed the naive product
+(``lipschitz_bound`` reports the smaller of the two).  The exact Schur complement
 ``M_kl −= M_ks M_ss⁻¹ M_sl`` (one Cholesky of order ``n_s``) is passed back,
 not the proxy: that is what makes the bound tighter than the product of norms.
 What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
