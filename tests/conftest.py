@@ -25,9 +25,8 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     """The numeric back-ends in use, so a failure log says which ones failed."""
-    from threadpoolctl import threadpool_info
-
     import numpy  # noqa: F401  (loads its BLAS, so threadpool_info lists it)
+    from threadpoolctl import threadpool_info
 
     blas = sorted({f"{i['internal_api']}:{i.get('architecture')}" for i in threadpool_info()
                    if i["user_api"] == "blas"})
