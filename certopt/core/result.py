@@ -19,10 +19,6 @@ from typing import Any
 
 from certopt.core.display import FieldRepr, describe, float_eps
 
-ROUNDOFF_ULPS = 1000
-"""A gap within this many machine epsilons (of the solution's dtype) times
-``max(1, |objective|, |bound|)`` is round-off: an OPTIMAL result shows it as 0."""
-
 
 class Status(str, Enum):
     """Outcome of a solve.  Only ``OPTIMAL`` means the tolerance was met."""
@@ -109,12 +105,17 @@ class SolverResult(FieldRepr):
 
     @property
     def displayed_gap(self) -> float:
-        """:attr:`gap` as printed: 0 when the status is OPTIMAL and the gap is
-        round-off (within :data:`ROUNDOFF_ULPS` epsilons of the solution's
-        dtype, relative to ``max(1, |objective|, |bound|)``), else the gap."""
+        """:attr:`gap` as printed: 0 for an OPTIMAL result whose gap is negative
+        by no more than ``sqrt(eps) * max(1, |objective|, |bound|)`` (``eps``
+        the machine epsilon of the solution's dtype), the gap otherwise.
+
+        Such a gap says the bound meets the objective up to the round-off and
+        the tolerance the solver met (a plan within ``tol`` of its marginals
+        costs a little less than the optimum); a positive gap is evidence and
+        is always shown as computed."""
         eps = float_eps(getattr(self, f.name) for f in dataclasses.fields(self))
         scale = max(1.0, abs(self.objective), abs(self.bound))
-        if self.converged and abs(self.gap) <= ROUNDOFF_ULPS * eps * scale:
+        if self.converged and -math.sqrt(eps) * scale <= self.gap < 0:
             return 0.0
         return self.gap
 

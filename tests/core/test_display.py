@@ -79,18 +79,19 @@ def test_repr_is_one_line_per_field_and_shows_no_array_contents(cls, kind):
         assert "    gap=0.0," in lines  # -1e-14 next to OPTIMAL is round-off
 
 
-def test_a_gap_is_shown_as_zero_only_within_round_off_and_only_when_optimal():
+def test_only_a_small_negative_gap_of_an_optimal_result_is_shown_as_zero():
     def result(gap, status=Status.OPTIMAL, **arrays):
         return certopt.ot.TransportResult(
             objective=100.0, bound=100.0 - gap, gap=gap, status=status, cost=100.0,
             plan=arrays.get("plan", np.zeros((2, 2))), potentials=(np.zeros(2), None))
 
-    assert result(-1e-12).displayed_gap == 0.0           # 1e-14 relative, float64
-    assert result(-1e-9).displayed_gap == -1e-9           # 1e-11 relative: beyond round-off
-    assert result(-1e-12, Status.MAX_ITER).displayed_gap == -1e-12
-    assert result(-1e-3, plan=torch.zeros(2, 2)).displayed_gap == 0.0   # float32 plan
+    assert result(-1e-7).displayed_gap == 0.0             # 1e-9 relative, float64
+    assert result(-1e-5).displayed_gap == -1e-5           # 1e-7 relative: beyond round-off
+    assert result(1e-12).displayed_gap == 1e-12           # a positive gap is evidence
+    assert result(-1e-7, Status.MAX_ITER).displayed_gap == -1e-7
+    assert result(-1e-2, plan=torch.zeros(2, 2)).displayed_gap == 0.0   # float32 plan
     assert result(-1e-1, plan=torch.zeros(2, 2)).displayed_gap == -1e-1
-    summary = result(-1e-12).summary().splitlines()
+    summary = result(-1e-7).summary().splitlines()
     assert [line.split() for line in summary if line.split()[0] == "gap"] == [["gap", "0"]]
 
 
