@@ -55,7 +55,8 @@ def test_verbose_draws_a_progress_bar_and_quiet_prints_only_the_answer(tmp_path,
     files = _clouds(tmp_path, 300)
     assert main(["ot", *files, "--verbose"]) == 0
     captured = capsys.readouterr()
-    assert "sparse OT" in captured.err and "%|" in captured.err and "it/s" in captured.err
+    assert "sparse OT" in captured.err and "%|" in captured.err
+    assert "it/s" in captured.err or "s/it" in captured.err
     assert "status                         optimal" in captured.out
 
     assert main(["ot", *files, "--quiet", "--max-iter", "3"]) == 0    # would warn
