@@ -1,11 +1,28 @@
 # make demo / make test: create .venv if needed, install certopt pinned by
 # constraints.txt, then run the demo or the test suite.
+# make check-portable: the suite under generic numeric kernels, 1 and 2 threads.
+# make gpu-wheels (CPU machine, online) then make gpu-check (CUDA machine, may be offline):
+# the cuda tests and every benchmark --quick on CPU and GPU, in one table (see README).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+# One BLAS/torch thread unless the caller says otherwise (make test OMP_NUM_THREADS=2):
+# the test problems are small, and on a loaded machine extra threads only wait.
+OMP_NUM_THREADS ?= 1
+export OMP_NUM_THREADS
+
+# python3 of a GPU machine holds a CUDA build of torch; certopt runs from this checkout.
+GPU_PYTHON ?= python3
+# What such a machine lacks, as CPython 3.12 manylinux wheels (.whl/, under 64 MiB): the pins
+# of constraints.txt, except scs 3.2.7 and POT 0.9.5, whose newer wheels (43 and 33 MB) bundle
+# MKL and an extension certopt does not use.
+GPU_WHEELS = cvxpy==1.9.3 scs==3.2.7 ecos==2.0.14 clarabel==0.11.1 POT==0.9.5 osqp==1.1.3 \
+             qdldl==0.1.9.post1 highspy==1.16.0 sparsediffpy==0.6.1 cffi==2.1.1 pycparser==3.12
+PLATFORMS = $(foreach n,_2_28 _2_27 _2_24 _2_17 2014 1,--platform manylinux$(n)_x86_64)
+
+.PHONY: demo test check-portable gpu-check gpu-wheels lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +34,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+check-portable: $(STAMP)
+	PYTHON=$(BIN)/python .ci/check-portable
+
+gpu-check:
+	$(GPU_PYTHON) benchmarks/_gpu_check.py
+
+gpu-wheels:
+	rm -rf .whl && mkdir .whl
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp $(PLATFORMS) -d .whl $(GPU_WHEELS)
+	du -sh .whl
 
 lint: $(STAMP)
 	$(BIN)/ruff check certopt tests examples benchmarks

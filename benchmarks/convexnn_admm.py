@@ -37,6 +37,7 @@ import warnings
 
 import numpy as np
 import torch
+from _report import report
 
 from certopt.convexnn.admm import solve_admm
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
@@ -172,6 +173,9 @@ def main() -> None:
         adam_seconds, adam_error = run_adam(problem, optimum, budget)
         rows.append((f"Adam ({args.device})", adam_seconds, adam_error))
         for name, secs, err in rows:
+            on_device = name.startswith(("ADMM", "Adam"))
+            report(f"convexnn_admm n={n} d={d} P={P} {name.split(' (')[0]}", secs,
+                   device=args.device if on_device else "cpu")
             print(f"{n:>5} {d:>3} {P:>4} | {name:<22} {secs:>9.2f} {err:>9.1e} "
                   f"{secs / admm_seconds:>7.1f}x")
         print(f"      (ADMM used {cpu_seconds:.2f} s of CPU time for its {seconds:.2f} s of "

@@ -51,6 +51,7 @@ import warnings
 
 import numpy as np
 import torch
+from _report import report
 
 from certopt.convexnn.admm import solve_admm
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
@@ -140,6 +141,8 @@ def main() -> None:
             path = "-"
             if name == "sampled":
                 path = "admm" if result.residuals["admm_fallback"] else "al"
+            report(f"convexnn_sampled {task} n={n} P={problem.n_patterns} {name}", wall,
+                   device="cpu" if name == "cvxpy" else args.device)
             print(f"{task:<14} {n:>5} {problem.n_patterns:>4} | {name:<14} {wall:>7.2f} "
                   f"{cpu:>7.2f} {result.objective:>9.5f} {result.objective / f_admm:>8.4f} "
                   f"{relative_gap(result):>8.1e} {path:>5}")

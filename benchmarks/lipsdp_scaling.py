@@ -41,6 +41,7 @@ from pathlib import Path
 
 import cvxpy as cp
 import torch  # imported once, before forking the solves
+from _report import report
 from threadpoolctl import threadpool_limits
 from torch import nn
 
@@ -186,6 +187,8 @@ def main() -> None:
             if "skipped" in row:
                 print(f"{prefix} {row['skipped']}")
                 continue
+            report(f"lipsdp_scaling width={width} {name}", row["time"],
+                   device=args.device if name == "first-order" else "cpu")
             ratio = (f"{row['time'] / anchor['time']:>9.2f}" if "time" in anchor else f"{'-':>9}")
             bound_ratio = (f"{row['bound'] / anchor['bound']:>9.5f}" if "bound" in anchor
                            else f"{'-':>9}")

@@ -35,6 +35,7 @@ import warnings
 import numpy as np
 import ot as pot
 import torch
+from _report import report
 
 from certopt import ot as cot
 from certopt.ot.group_shrinkage import group_norm_sum
@@ -107,10 +108,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cuda":
+    if args.quick:      # the same on every device, so that make gpu-check pairs the figures
+        sizes = [100, 300]
+    elif device.type == "cuda":
         sizes = [1000, 2000, 5000, 10000]
     else:
-        sizes = [100, 300] if args.quick else [100, 200, 500, 1000, 2000]
+        sizes = [100, 200, 500, 1000, 2000]
     if args.sizes:
         sizes = [int(n) for n in args.sizes.split(",")]
     reg, gamma = args.reg, args.gamma
@@ -125,16 +128,19 @@ def main() -> None:
     for n in sizes:
         a, b, cost, labels = make_problem(n)
         ours = run_certopt(a, b, cost, labels, reg, gamma, device)
+        report(f"ot_class n={n} certopt", ours["time"], device=device)
         line = (f"{n:>5} | {ours['time']:>9.2f} {ours['objective']:>11.7f} {ours['gap']:>8.1e} "
                 f"{ours['error']:>8.1e} {ours['status']:>14} | ")
         if n <= args.cvxpy_max:
             conic = run_certopt(a, b, cost, labels, reg, gamma, torch.device("cpu"), "cvxpy")
+            report(f"ot_class n={n} cvxpy", conic["time"], device="cpu")
             line += (f"{conic['time']:>8.2f} {conic['objective']:>11.7f} "
                      f"{conic['time'] / ours['time']:>6.1f} | ")
         else:
             line += f"{'-':>8} {'-':>11} {'-':>6} | "
         if n <= args.pot_max:
             theirs = run_pot(a, b, cost, labels, reg, gamma)
+            report(f"ot_class n={n} POT", theirs["time"], device="cpu")
             line += (f"{theirs['time']:>7.2f} {theirs['own']:>11.7f} {theirs['ours']:>11.7f} "
                      f"{theirs['error']:>8.1e} {theirs['time'] / ours['time']:>6.1f}")
         print(line, flush=True)

@@ -7,16 +7,21 @@ Each module plugs in through ``certopt/<module>/_cli.py``, which defines
 * ``demo(plot: bool) -> None``: one short end-to-end job that prints the
   answer and its certificate.
 
-Errors of certopt's own types are printed as ``certopt: error: ...`` with exit
-status 2; anything else is a bug and keeps its traceback.
+Every module command also gets ``--verbose`` (``args.verbose``: the handler
+passes it to the solver, which then draws progress bars on stderr) and
+``--quiet`` (no warnings).  Errors of certopt's own types are printed in full
+on one line, without terminal escape codes, as ``certopt: error: ...`` with
+exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -33,6 +38,22 @@ MODULES: tuple[tuple[str, str], ...] = (
 def _plugin(module: str) -> ModuleType:
     """The module's CLI plug-in, ``certopt.<module>._cli``."""
     return importlib.import_module(f"certopt.{module}._cli")
+
+
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def one_line(message: str) -> str:
+    """``message`` without terminal escape codes, its lines and spaces joined by one space."""
+    return " ".join(_ESCAPE.sub("", message).split())
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="show the solver's progress on stderr")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no warnings: print the answer and errors only")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -60,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_run_demo)
     for module, _ in MODULES:
         _plugin(module).add_command(commands)
+    for name, command in commands.choices.items():
+        if name != "demo":
+            _add_output_options(command)
     return parser
 
 
@@ -67,11 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``certopt`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except CertoptError as exc:
-        print(f"certopt: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        if getattr(args, "quiet", False):
+            warnings.simplefilter("ignore")
+        try:
+            return int(args.handler(args) or 0)
+        except CertoptError as exc:
+            print(f"certopt: error: {one_line(str(exc))}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

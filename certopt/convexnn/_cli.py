@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     X, y, features = _read_csv(args.data, args.target)
     common = {"lam": args.lam, "n_patterns": args.n_patterns, "solver": args.solver,
               "max_iter": args.max_iter, "tol": args.tol, "device": args.device,
-              "random_state": args.seed}
+              "random_state": args.seed, "verbose": args.verbose}
     if args.classify:
         estimator = ConvexReLUClassifier(loss=args.loss, **common)
     else:

@@ -29,13 +29,14 @@ import torch
 from torch import nn
 
 from certopt.core.arrays import ArrayLike, as_tensor, check_scalar, spec_of
+from certopt.core.display import FieldRepr
 from certopt.core.errors import InputTypeError, InputValueError
 
 NORMS = ("inf", "2")
 
 
 @dataclass(frozen=True)
-class AttackResult:
+class AttackResult(FieldRepr):
     """Outcome of :func:`pgd`.
 
     Attributes

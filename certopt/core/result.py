@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from certopt.core.display import FieldRepr, describe, float_eps
+
 
 class Status(str, Enum):
     """Outcome of a solve.  Only ``OPTIMAL`` means the tolerance was met."""
@@ -54,8 +56,12 @@ def _format_value(value: Any) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SolverResult:
+class SolverResult(FieldRepr):
     """Base result: a solution's evidence.
+
+    ``repr`` lists one field per line with arrays by shape and dtype (see
+    :class:`certopt.core.display.FieldRepr`; subclasses inherit it even when
+    decorated with ``@dataclass``); :meth:`summary` lists the scalar evidence.
 
     Attributes
     ----------
@@ -98,6 +104,25 @@ class SolverResult:
         return self.status.converged
 
     @property
+    def displayed_gap(self) -> float:
+        """:attr:`gap` as printed: 0 for an OPTIMAL result whose gap is negative
+        by no more than ``sqrt(eps) * max(1, |objective|, |bound|)`` (``eps``
+        the machine epsilon of the solution's dtype), the gap otherwise.
+
+        Such a gap says the bound meets the objective up to the round-off and
+        the tolerance the solver met (a plan within ``tol`` of its marginals
+        costs a little less than the optimum); a positive gap is evidence and
+        is always shown as computed."""
+        eps = float_eps(getattr(self, f.name) for f in dataclasses.fields(self))
+        scale = max(1.0, abs(self.objective), abs(self.bound))
+        if self.converged and -math.sqrt(eps) * scale <= self.gap < 0:
+            return 0.0
+        return self.gap
+
+    def _describe_field(self, name: str, value: Any) -> str:
+        return describe(self.displayed_gap if name == "gap" else value)
+
+    @property
     def relative_gap(self) -> float:
         """``gap / max(1, |objective|)``."""
         return self.gap / max(1.0, abs(self.objective))
@@ -123,6 +148,8 @@ class SolverResult:
         """A few human-readable lines: the certificate, one item per line."""
         lines = [type(self).__name__]
         for name, value in self.certificate().items():
+            if name == "gap":
+                value = self.displayed_gap
             lines.append(f"  {name:<30} {_format_value(value)}")
         return "\n".join(lines)
 

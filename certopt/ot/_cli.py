@@ -11,6 +11,7 @@ quadratic regularisation.  The answer's certificate is printed: dual value
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -56,7 +57,17 @@ def _load_points(path: Path, name: str) -> torch.Tensor:
     return points
 
 
+def _check_plot_path(path: Path) -> None:
+    """Refuse a ``--plot`` file that cannot be written, before the solve."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputValueError("--plot: needs matplotlib (pip install 'certopt[plot]')")
+    if not path.parent.is_dir():
+        raise InputValueError(f"--plot: directory {path.parent} does not exist")
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.plot is not None:
+        _check_plot_path(args.plot)
     source = _load_points(args.source, "SOURCE")
     target = _load_points(args.target, "TARGET")
     if source.shape[1] != target.shape[1]:
@@ -64,7 +75,8 @@ def _run(args: argparse.Namespace) -> int:
                               f"{source.shape[1]} and {target.shape[1]}")
     cost = PointCloudCost(source.numpy(), target.numpy())
     result = sparse(None, None, cost, args.k, reg=args.reg, method=args.method,
-                    max_iter=args.max_iter, device=args.device, repair=args.repair)
+                    max_iter=args.max_iter, device=args.device, repair=args.repair,
+                    verbose=args.verbose)
     print(f"sparse OT: {source.shape[0]} -> {target.shape[0]} points, k = {args.k}, "
           f"reg = {args.reg:g}, {args.method}")
     print(result.summary())

@@ -86,11 +86,13 @@ def load_state_dict_model(path: Path, arch: str) -> nn.Sequential:
     """Load a state dict with ``weights_only=True`` into the ``--arch`` network."""
     net = parse_arch(arch)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a TorchScript file is refused below, with its reason
+            warnings.filterwarnings("ignore", "'torch.load' received a zip file", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         raise InputValueError(
             f"MODEL: {path} is not a state dict loadable with torch.load(weights_only=True) "
-            f"({str(exc).splitlines()[0][:120]})") from exc
+            f"({exc})") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputValueError(f"MODEL: {path} does not hold a flat state dict of tensors")
     tensors = list(state.values())
@@ -180,7 +182,8 @@ def _run(args: argparse.Namespace) -> int:
 
     net = load_model(args.model, args.arch)
     result = lipschitz_bound(net, norm=args.norm, method=args.method, solver=args.solver,
-                             input_shape=_shape(args.input_shape), attack=not args.no_attack)
+                             input_shape=_shape(args.input_shape), attack=not args.no_attack,
+                             verbose=args.verbose)
     print(result.summary())
     return 0
 
