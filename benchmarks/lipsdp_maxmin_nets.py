@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch  # imported once, before forking the solves
+from _report import report
 from threadpoolctl import threadpool_limits
 
 import certopt.sdp  # noqa: F401
@@ -107,6 +108,9 @@ def main() -> None:
                           f"{row['fast_cpu']:>7.2f} {row['auto']:>9.4g} {row['auto_cpu']:>7.2f} "
                           f"{row['n_iter']:>5} {row['lower']:>9.4g} "
                           f"{row['auto'] / row['naive']:>10.3f}{flags}")
+                    report(f"lipsdp {name} norm={norm} fast", row["fast_cpu"], device="cpu")
+                    report(f"lipsdp {name} norm={norm} auto", row["auto_cpu"],
+                           device=args.device)
                 sys.stdout.flush()
 
 
