@@ -40,7 +40,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from certopt.core.arrays import ArrayLike, check_scalar
-from certopt.core.errors import InputValueError
+from certopt.core.errors import InfeasibleSettingsError, InputValueError
 from certopt.core.result import Status
 from certopt.ot.dual_ascent import METHODS as OPTIMIZERS
 from certopt.ot.dual_ascent import maximize
@@ -281,8 +281,24 @@ def check_common_options(reg: float, method: str, max_iter: int, tol: float, opt
     if optimizer not in OPTIMIZERS:
         raise InputValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
     max_iter = check_scalar(max_iter, "max_iter", low=1, integer=True)
-    tol = check_scalar(tol, "tol", low=0, low_inclusive=False)
+    tol = check_scalar(tol, "tol", low=0, high=1, low_inclusive=False, high_inclusive=False)
     return reg, max_iter, tol
+
+
+def check_budget(problem: TransportProblem, k: int) -> None:
+    """Refuse a sparsity budget no plan can meet.
+
+    Every source row with positive mass needs a nonzero, and only the ``m+``
+    columns with positive mass may hold nonzeros, at most ``k`` each: a
+    feasible k-sparse plan needs ``k m+ >= n+`` (rows with positive mass).
+    """
+    rows = int((problem.a > 0).sum())
+    cols = int((problem.b > 0).sum())
+    if k * cols < rows:
+        raise InfeasibleSettingsError(
+            f"k: no plan with at most k={k} nonzeros per column exists: {cols} target(s) with "
+            f"positive mass can serve at most {k * cols} of the {rows} sources with positive "
+            f"mass; expected k >= {-(-rows // cols)}")
 
 
 def sparse(
@@ -325,7 +341,7 @@ def sparse(
     method : "semi-dual" or "dual"
     max_iter : int
         Budget of dual evaluations (each is one pass over ``C``).
-    tol : float
+    tol : float in (0, 1)
         Stop when the L1 marginal error ``max(||T1 - a||_1, ||T^T 1 - b||_1)``
         is at most ``tol * sum(a)`` (relative to the total mass).
     device : "cpu", "cuda", torch.device or None (``C``'s device)
@@ -355,6 +371,7 @@ def sparse(
     k = check_scalar(k, "k", low=1, integer=True)
     reg, max_iter, tol = check_common_options(reg, method, max_iter, tol, optimizer)
     problem = TransportProblem.from_inputs(a, b, C, device)
+    check_budget(problem, k)
     return solve_sparse(problem, k, reg, method=method, max_iter=max_iter, tol=tol,
                         verbose=verbose, repair=repair, optimizer=optimizer,
                         desc=f"sparse OT k={k} ({method})")

@@ -9,6 +9,7 @@ import torch
 
 from certopt import ConvergenceWarning, Status
 from certopt import ot as cot
+from certopt.core.errors import InfeasibleSettingsError
 from certopt.ot.reference import quadratic_reference
 from tests.ot.conftest import point_cloud_problem
 
@@ -186,6 +187,8 @@ def test_verbose_shows_progress(capsys):
         ({"method": "primal"}, "method"),
         ({"optimizer": "adam"}, "optimizer"),
         ({"tol": 0.0}, "tol"),
+        ({"tol": 1.0}, "tol"),
+        ({"tol": 10.0}, "tol"),
         ({"a": np.array([0.5, np.nan, 0.5])}, "a"),
         ({"a": np.array([1.5, -0.5, 0.0])}, "a"),
         ({"b": np.array([0.2, 0.2, 0.2, 0.2])}, "a, b"),
@@ -199,6 +202,18 @@ def test_bad_input_names_the_argument(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         cot.sparse(**args)
+
+
+def test_a_budget_no_plan_can_meet_is_refused_naming_k():
+    a, b, C = point_cloud_problem(8, 6, seed=2)
+    with pytest.raises(InfeasibleSettingsError, match="k"):
+        cot.sparse(a, b, C, k=1, reg=0.1)              # 6 columns x 1 < 8 rows
+    b[3:] = 0.0                                        # 3 columns with mass: k = 2 is too few
+    with pytest.raises(InfeasibleSettingsError, match="k=2"):
+        cot.sparse(a, b / b.sum(), C, k=2, reg=0.1)
+    a[:3] = 0.0                                        # 5 rows with mass: k = 2 serves 6
+    res = _quiet(cot.sparse, a / a.sum(), b / b.sum(), C, k=2, reg=0.1)
+    assert res.residuals["max_column_nnz"] <= 2
 
 
 @pytest.mark.cuda
