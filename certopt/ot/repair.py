@@ -1,17 +1,20 @@
-"""Feasibility repair: re-solve the convex QP on the support a sparse solve found.
+"""Feasibility repair: solve the convex QP on the support a sparse solve found.
 
-The semi-dual plan meets ``b`` exactly but ``a`` only approximately (with
-``k = 1`` some rows can miss their whole mass); the dual plan misses both a
-little.  Fixing the support ``S`` (each column's ``k`` candidate rows, the
-top-k set of the final potentials) turns the problem into the convex QP::
+At a kink of the sparsity-constrained dual (ties in the top-k, or an
+optimum where no k-sparse plan read off the potentials meets the
+marginals) the plan of the dual point keeps a marginal error.  Fixing the
+support ``S`` (each column's ``k`` candidate rows at the final potentials)
+turns the problem into the convex QP::
 
     min  <C, T> + (reg/2) ||T||_F^2   s.t.  T 1 = a, T^T 1 = b, T >= 0, T_ij = 0 off S,
 
 whose dual is the sparse dual of :class:`certopt.ot.sparse.ColumnDuals` with
-the support fixed: ``k`` entries per column, so an evaluation costs
-``O(k m)`` instead of a pass over ``C``.  It is maximised to a tight
-marginal tolerance from the potentials of the first solve.  When ``S`` does
-not admit the marginals the dual is unbounded; the ascent then stops at its
+the support fixed (``k`` entries per column: an evaluation costs ``O(k m)``,
+no pass over ``C``).  It is solved by the semismooth Newton iteration of
+:mod:`certopt.ot.newton` from the potentials of the first solve, to the
+finishing tolerance.  Its plan has at most ``k`` nonzeros per column and,
+when ``S`` admits the marginals, meets them to round-off.  When ``S`` does
+not admit them the restricted dual is unbounded: the iteration stops at its
 budget, the repair is reported as not converged and the better of the two
 plans (by marginal error) is kept.
 """
@@ -23,40 +26,41 @@ from dataclasses import dataclass
 import torch
 
 from certopt.core.result import Status
+from certopt.ot.column_duals import ColumnDuals, Evaluation
+from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
-from certopt.ot.sparse import ColumnDuals, DualSolution, solve_column_dual
+
+REPAIR_MAX_EVAL = 200
 
 
 @dataclass(frozen=True)
 class RepairOutcome:
-    """The repaired (or kept) dense plan and what the repair achieved."""
+    """The repaired (or kept) dense plan, what the repair achieved, and its potentials."""
 
     plan: torch.Tensor
     error_before: float
     error_after: float
     converged: bool
     n_iter: int
+    alpha: torch.Tensor
+    beta: torch.Tensor
 
 
-def repair_plan(problem: TransportProblem, solution: DualSolution, duals: ColumnDuals, *,
-                max_iter: int, optimizer: str, verbose: bool) -> RepairOutcome:
-    """Re-solve on the support of ``solution.plan``; keep whichever plan is more feasible.
+def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evaluation, *,
+                tol: float) -> RepairOutcome:
+    """Solve the QP on the support of ``evaluation``'s plan; keep whichever plan is more feasible.
 
-    The repair tolerance is ``1e-8`` (float64) or ``1e-5`` (float32) times
-    the total mass, in L1 marginal error.
+    ``tol`` is the absolute L1 marginal error the repair aims at (the finishing
+    tolerance of the solve).
     """
-    before = solution.plan.dense()
+    before = evaluation.plan.dense()
     error_before = problem.marginal_error(before)
-    support = solution.plan.rows
+    support = evaluation.plan.rows
     restricted = duals if support is None else ColumnDuals(problem, duals.k, duals.reg,
                                                            support=support)
-    relative = 1e-8 if problem.a.dtype == torch.float64 else 1e-5
-    repaired = solve_column_dual(
-        restricted, "dual", tol=relative * float(problem.a.sum()), max_iter=max_iter,
-        optimizer=optimizer, verbose=verbose, desc="repair on the support",
-        start=(solution.alpha, solution.beta),
-    )
-    after = repaired.plan.dense()
+    alpha, beta = evaluation.plan.alpha, evaluation.plan.beta
+    repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL)
+    after = repaired.evaluation.plan.dense()
     error_after = problem.marginal_error(after)
     keep_repaired = error_after <= error_before
     return RepairOutcome(
@@ -64,5 +68,7 @@ def repair_plan(problem: TransportProblem, solution: DualSolution, duals: Column
         error_before=error_before,
         error_after=error_after if keep_repaired else error_before,
         converged=repaired.status is Status.OPTIMAL,
-        n_iter=repaired.n_iter,
+        n_iter=repaired.n_eval,
+        alpha=repaired.alpha,
+        beta=repaired.beta,
     )
