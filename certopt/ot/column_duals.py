@@ -14,6 +14,8 @@ inside the loop, and nothing leaves the device there.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -25,7 +27,13 @@ from certopt.ot.dual_ascent import maximize
 from certopt.ot.geometry import CostGeometry
 from certopt.ot.problem import TransportProblem
 from certopt.ot.projections import project_sorted
-from certopt.ot.streaming import assemble, block_entries, column_blocks, column_top_k_pass
+from certopt.ot.streaming import (
+    assemble,
+    block_entries,
+    blocks,
+    column_blocks,
+    column_top_k_pass,
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,22 @@ class ColumnDuals:
         self.support = support
         self.support_cost = None if support is None else self.cost.entries(
             support, torch.arange(self.m, device=support.device).unsqueeze(1))
+
+    @functools.cached_property
+    def step_limit(self) -> float:
+        """Largest sensible max-norm of a step in the potentials: ``4 (max C - min C + reg)``.
+
+        At a dual optimum ``alpha_i + beta_j - C_ij <= reg T_ij <= reg`` on the
+        support, so the potentials span about the range of ``C`` (one streamed
+        pass, cached).
+        """
+        if self.support_cost is not None:
+            low, high = self.support_cost.min(), self.support_cost.max()
+        else:
+            low, high = math.inf, -math.inf
+            for _, _, block in blocks(self.cost, self.entries):
+                low, high = min(low, float(block.min())), max(high, float(block.max()))
+        return 4.0 * (float(high) - float(low) + self.reg)
 
     @property
     def every_row(self) -> bool:
@@ -240,7 +264,8 @@ def solve_column_dual(
         return evaluation.value, evaluation.grad
 
     out = maximize(value_and_grad, x0, marginal_criterion, tol=tol, max_iter=max_iter,
-                   method=optimizer, lipschitz=lipschitz, verbose=verbose, desc=desc)
+                   method=optimizer, lipschitz=lipschitz, verbose=verbose, desc=desc,
+                   max_step=duals.step_limit)
     final = evaluate(out.x)
     return DualSolution(final.plan, final.plan.alpha, final.beta, float(final.value),
                         out.status, out.n_iter, out.history)

@@ -163,6 +163,9 @@ def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: fl
         residual_tol = CG_FORCING * min(float(grad.norm()), tol / math.sqrt(grad.shape[0]))
         direction = newton_direction(rows, cols, grad, n, duals.reg, crit / duals.reg,
                                      residual_tol)
+        longest = float(direction.abs().max())
+        if longest > duals.step_limit:
+            direction = direction * (duals.step_limit / longest)
         slope = float(grad @ direction)
         step = 1.0
         for _ in range(MAX_BACKTRACKS):
