@@ -140,11 +140,14 @@ def newton_direction(rows: torch.Tensor, cols: torch.Tensor, grad: torch.Tensor,
 
 
 def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: float,
-                      max_eval: int) -> NewtonOutcome:
+                      max_eval: int, max_steps: int = MAX_STEPS,
+                      stall_steps: int | None = STALL_STEPS) -> NewtonOutcome:
     """Maximise the dual of ``duals`` from ``(alpha, beta)`` until the marginal error is ``<= tol``.
 
     ``tol`` is absolute (L1 marginal error); ``max_eval`` bounds the passes over
-    ``C``.  Every returned point was evaluated; see :class:`NewtonOutcome`.
+    ``C``, ``max_steps`` the Newton steps; ``stall_steps`` (None: never) stops
+    when the criterion has not halved in that many steps.  Every returned point
+    was evaluated; see :class:`NewtonOutcome`.
     """
     n = duals.n
     evaluation = duals.dual(alpha, beta)
@@ -155,7 +158,7 @@ def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: fl
     if not math.isfinite(value):
         return NewtonOutcome(alpha, beta, evaluation, math.inf, Status.NUMERICAL, count, history)
     slack = ROUNDOFF_SLACK * torch.finfo(alpha.dtype).eps
-    for _ in range(MAX_STEPS):
+    for _ in range(max_steps):
         if crit <= tol:
             break
         grad = torch.cat(evaluation.grad)
@@ -193,8 +196,9 @@ def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: fl
         history["value"].append(value)
         history["criterion"].append(crit)
         history["evaluations"].append(count)
-        recent = history["criterion"][-STALL_STEPS - 1:]
-        if len(recent) > STALL_STEPS and min(recent[1:]) > 0.5 * recent[0] and crit > tol:
+        recent = history["criterion"][-(stall_steps or 0) - 1:]
+        if (stall_steps is not None and len(recent) > stall_steps
+                and min(recent[1:]) > 0.5 * recent[0] and crit > tol):
             status = Status.INACCURATE
             break
     else:

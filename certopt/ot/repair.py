@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from certopt.core.result import Status
@@ -30,9 +31,9 @@ from certopt.ot.column_duals import ColumnDuals, Evaluation
 from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
 
-REPAIR_MAX_EVAL = 200
-MAX_SWAP_ROUNDS = 30
-SHORT_FRACTION = 0.1
+REPAIR_MAX_EVAL = 2000
+MAX_SWAP_ROUNDS = 50
+REPAIR_MAX_STEPS = 500
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,21 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
     before = evaluation.plan.dense()
     error_before = problem.marginal_error(before)
     alpha, beta = evaluation.plan.alpha, evaluation.plan.beta
-    support, n_eval = evaluation.plan.rows, 0
-    for _ in range(MAX_SWAP_ROUNDS):
-        restricted = duals if support is None else ColumnDuals(problem, duals.k, duals.reg,
-                                                               support=support)
-        repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL)
-        n_eval += repaired.n_eval
-        if repaired.status is Status.OPTIMAL or support is None:
-            break
-        support = swap_in_short_rows(problem, repaired.evaluation, alpha, beta)
-        if support is None:
-            break
+    support = evaluation.plan.rows
+    if support is not None:
+        locked = torch.zeros_like(support, dtype=torch.bool)
+        for _ in range(MAX_SWAP_ROUNDS):
+            violator = hall_violator(problem, support)
+            if violator is None:
+                break
+            swapped = swap_into_violator(problem, support, locked, alpha, beta, violator)
+            if swapped is None:
+                break
+            support, locked = swapped
+    restricted = duals if support is None else ColumnDuals(problem, duals.k, duals.reg,
+                                                           support=support)
+    repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL,
+                                 max_steps=REPAIR_MAX_STEPS, stall_steps=None)
     after = repaired.evaluation.plan.dense()
     error_after = problem.marginal_error(after)
     keep_repaired = error_after <= error_before
@@ -78,48 +83,95 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
         error_before=error_before,
         error_after=error_after if keep_repaired else error_before,
         converged=repaired.status is Status.OPTIMAL,
-        n_iter=n_eval,
+        n_iter=repaired.n_eval,
         alpha=repaired.alpha,
         beta=repaired.beta,
     )
 
 
-def swap_in_short_rows(problem: TransportProblem, restricted: Evaluation, alpha: torch.Tensor,
-                       beta: torch.Tensor) -> torch.Tensor | None:
-    """A new support: each row the restricted QP leaves short enters one more column.
+def hall_violator(problem: TransportProblem, support: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """Rows ``X`` whose columns in ``support`` cannot take their mass, or None if it admits a plan.
 
-    ``restricted`` is the last evaluation of the restricted dual (its gradient
-    ``a - T 1`` names the short rows, at least ``SHORT_FRACTION`` of the largest
-    shortfall); ``(alpha, beta)`` the potentials of the sparse solve, which
-    price a swap: row ``x`` replaces column ``j``'s smallest-mass entry ``r``
-    where ``s_xj - s_rj`` is largest (``s = alpha + beta_j - C``: the swap that
-    departs least from the dual's top-k).  Greedy, one swap per column, short
-    rows in decreasing shortfall.  None when no swap is possible.
+    A plan on ``support`` exists iff the max flow source -> rows (capacity
+    ``a``) -> columns (along ``support``) -> sink (capacity ``b``) carries the
+    whole mass; otherwise the rows left reachable from the source in the
+    residual graph form ``X`` with ``a(X) > b(N(X))`` (Hall's condition fails).
+    Computed on the CPU by scipy's max flow on ``O(k m)`` edges with masses
+    scaled to integers (resolution ``2**-30`` of the total mass).  Returns the
+    boolean row mask of ``X``, the column mask of ``N(X)`` and the deficiency.
     """
-    shortfall = restricted.grad[0]
-    worst = float(shortfall.max())
-    if not worst > 0:
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+    n, m = problem.shape
+    rows = support.cpu().numpy()
+    a = problem.a.cpu().numpy()
+    b = problem.b.cpu().numpy()
+    scale = 2.0**30 / float(a.sum())
+    cap_a = np.floor(a * scale).astype(np.int32)
+    cap_b = np.ceil(b * scale).astype(np.int32)
+    source, sink = n + m, n + m + 1
+    k = rows.shape[1]
+    heads = np.concatenate([np.full(n, source), rows.ravel(), n + np.arange(m)])
+    tails = np.concatenate([np.arange(n), n + np.repeat(np.arange(m), k), np.full(m, sink)])
+    caps = np.concatenate([cap_a, np.full(m * k, 2**30, dtype=np.int32), cap_b])
+    graph = csr_matrix((caps, (heads, tails)), shape=(n + m + 2, n + m + 2))
+    graph.sum_duplicates()
+    flow = maximum_flow(graph, source, sink)
+    deficiency = (int(cap_a.sum()) - int(flow.flow_value)) / scale
+    if deficiency <= n / scale:
         return None
-    short = torch.nonzero(shortfall >= SHORT_FRACTION * worst).squeeze(1)
-    short = short[torch.argsort(shortfall[short], descending=True)]
-    rows, masses = restricted.plan.rows, restricted.plan.values
-    m, k = rows.shape
-    # the entry each column gives up: its smallest mass, the last (lowest score) among equals
-    drop = k - 1 - torch.argmin(masses.flip(1), dim=1)
-    dropped = rows.gather(1, drop.unsqueeze(1)).squeeze(1)
-    cols = torch.arange(m, device=rows.device)
+    both = graph + graph.T.multiply(0)         # reverse edges present with capacity 0
+    residual = (both - flow.flow).tocsr()
+    residual.data = np.where(residual.data > 0, 1, 0).astype(np.int32)
+    residual.eliminate_zeros()
+    reached = breadth_first_order(residual, source, return_predecessors=False)
+    mask = np.zeros(n + m + 2, dtype=bool)
+    mask[reached] = True
+    device = support.device
+    return (torch.from_numpy(mask[:n]).to(device), torch.from_numpy(mask[n:n + m]).to(device),
+            deficiency)
+
+
+def swap_into_violator(problem: TransportProblem, support: torch.Tensor, locked: torch.Tensor,
+                       alpha: torch.Tensor, beta: torch.Tensor,
+                       violator: tuple[torch.Tensor, torch.Tensor, float]
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Give the Hall violator ``X`` new columns: the cheapest swaps until they bring its deficiency.
+
+    A column ``j`` outside ``N(X)`` (with mass) gives up its lowest-scored entry
+    ``r`` to the row ``x`` of ``X`` maximising ``s_xj - s_rj`` (``s = alpha +
+    beta_j - C``, the sparse solve's potentials: the swap that departs least
+    from the dual's top-k).  Swaps are taken by decreasing gain, one per
+    column, until the columns gained carry the deficiency.  Entries swapped in
+    are ``locked``: never swapped out again (no cycling).  Returns the new
+    support and locks, or None when no swap is possible.
+    """
+    rows_x, cols_x, deficiency = violator
+    m, k = support.shape
     geometry = problem.geometry
-    score_dropped = alpha[dropped] + beta - geometry.entries(dropped, cols)
-    gain = (alpha[short].unsqueeze(1) + beta.unsqueeze(0)
-            - geometry.entries(short.unsqueeze(1), cols.unsqueeze(0)) - score_dropped)
-    present = (rows.unsqueeze(0) == short.view(-1, 1, 1)).any(-1)
-    gain = gain.masked_fill(present | (problem.b <= 0).unsqueeze(0), -torch.inf)
-    support, swapped = rows.clone(), False
-    for position, row in enumerate(short.tolist()):
-        best = int(torch.argmax(gain[position]))
-        if not bool(torch.isfinite(gain[position, best])):
-            continue
-        support[best, drop[best]] = row
-        gain[:, best] = -torch.inf
-        swapped = True
-    return support if swapped else None
+    cols = torch.arange(m, device=support.device)
+    scores = alpha[support] + beta.unsqueeze(1) - geometry.entries(support, cols.unsqueeze(1))
+    scores = scores.masked_fill(locked, torch.inf)
+    weakest = torch.argmin(scores, dim=1)
+    weakest_score = scores.gather(1, weakest.unsqueeze(1)).squeeze(1)
+    short = torch.nonzero(rows_x).squeeze(1)
+    open_cols = torch.nonzero(~cols_x & (problem.b > 0) & ~locked.all(1)).squeeze(1)
+    if short.numel() == 0 or open_cols.numel() == 0:
+        return None
+    gain = (alpha[short].unsqueeze(1) + beta[open_cols].unsqueeze(0)
+            - geometry.entries(short.unsqueeze(1), open_cols.unsqueeze(0))
+            - weakest_score[open_cols].unsqueeze(0))
+    best_gain, best_row = gain.max(dim=0)
+    order = torch.argsort(best_gain, descending=True)
+    support, locked = support.clone(), locked.clone()
+    gained = 0.0
+    for position in order.tolist():
+        j = int(open_cols[position])
+        support[j, weakest[j]] = short[best_row[position]]
+        locked[j, weakest[j]] = True
+        gained += float(problem.b[j])
+        if gained >= deficiency:
+            break
+    return support, locked
