@@ -23,17 +23,19 @@ stopping rule is the L1 marginal error of the recovered plan.  A solve runs
 in three phases, all in torch on the problem's device:
 
 1. first order: L-BFGS (or FISTA) on the chosen dual until the marginal
-   error is below ``SWITCH_TOL`` (relative) or half the remaining budget is
-   spent;
+   error is below ``SWITCH_TOL`` (relative) or a quarter of the remaining
+   budget is spent;
 2. finish: semismooth Newton on the dual (:mod:`certopt.ot.newton`) from
    that point, to ``FINISH_ULPS`` machine epsilons (or ``tol`` if larger);
    quadratic OT (``k >= n``) and sparse OT whose top-k sets settle end here
-   with marginal errors near round-off.  If Newton stalls (far from the
-   optimum, or at a kink), phases 1 and 2 repeat from its point with a ten
-   times tighter switch, up to ``MAX_ROUNDS`` times;
+   with marginal errors near round-off.  If Newton stalls having gained
+   (far from the optimum), phases 1 and 2 repeat from its point with a ten
+   times tighter switch, up to ``MAX_ROUNDS`` times; if it stalls without
+   gaining (``KINK_RATIO``), the dual is at a kink;
 3. repair (automatic when phase 2 misses ``tol`` and ``k < n``): the convex
-   QP on the support found (:mod:`certopt.ot.repair`), which meets the
-   marginals whenever a plan on that support does.
+   QP on the support found (:mod:`certopt.ot.repair`), after swapping rows
+   into the support until it admits a plan (max flow), which then meets the
+   marginals to round-off.
 
 Total mass ``s != 1`` is solved as the normalised problem: with
 ``T = s T'``, ``<C, T> + (reg/2)||T||^2 = s (<C, T'> + (reg s / 2)||T'||^2)``,
@@ -86,8 +88,11 @@ SWITCH_TOL = 1e-3
 FINISH_ULPS = 1e4
 """Newton's target: this many machine epsilons of relative marginal error (or ``tol``)."""
 MAX_ROUNDS = 4
-"""First-order / Newton rounds: a Newton phase that stalls far from the optimum hands back
-to the first-order method with a ten times tighter switch tolerance."""
+"""First-order / Newton rounds: a Newton phase that stalls hands back to the first-order
+method with a switch tolerance ten times below where it stalled..."""
+KINK_RATIO = 0.9
+"""...unless it stalled having cut the marginal error by less than 10%: the ascent has
+then reached a kink (no plan of the dual meets the marginals), and the repair takes over."""
 
 
 def check_common_options(reg: float, method: str, max_iter: int, tol: float, optimizer: str
@@ -228,7 +233,7 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)   # the final status says it
             first = solve_column_dual(duals, method, tol=max(tol, switch_tol),
-                                      max_iter=max(1, (max_iter - n_iter) // 2),
+                                      max_iter=max(1, (max_iter - n_iter) // 4),
                                       optimizer=optimizer, verbose=verbose, desc=desc,
                                       start=point)
         _extend(history, first.history, n_iter)
@@ -240,9 +245,10 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
         n_iter += finish.n_eval
         candidates.append(float(finish.evaluation.value))
         point = (finish.alpha, finish.beta)
-        if finish.status is not Status.INACCURATE or n_iter >= max_iter:
-            break
-        switch_tol = min(switch_tol, finish.criterion) / 10   # Newton stalled: ascend further
+        if (finish.status is not Status.INACCURATE or n_iter >= max_iter
+                or finish.criterion > KINK_RATIO * finish.history["criterion"][0]):
+            break          # done, out of budget, or stalled at a kink: over to the repair
+        switch_tol = finish.criterion / 10       # Newton stalled early: ascend further
     alpha, beta, evaluation = finish.alpha, finish.beta, finish.evaluation
     plan, status = evaluation.plan.dense(), finish.status
     if method == "semi-dual":      # its plan meets b exactly; its value bounds the dual's
