@@ -35,7 +35,8 @@ in three phases, all in torch on the problem's device:
 3. repair (automatic when phase 2 misses ``tol`` and ``k < n``): the convex
    QP on the support found (:mod:`certopt.ot.repair`), after swapping rows
    into the support until it admits a plan (max flow), which then meets the
-   marginals to round-off.
+   marginals to round-off.  If it finds none, the rest of the budget goes to
+   the first-order ascent, for a tighter bound.
 
 Total mass ``s != 1`` is solved as the normalised problem: with
 ``T = s T'``, ``<C, T> + (reg/2)||T||^2 = s (<C, T'> + (reg s / 2)||T'||^2)``,
@@ -271,6 +272,15 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
         if not outcome.converged and error > tol:
             if status is not Status.MAX_ITER:
                 status = Status.INACCURATE
+            if n_iter < max_iter:      # no plan: the rest of the budget tightens the bound
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    more = solve_column_dual(duals, method, tol=finish_tol,
+                                             max_iter=max_iter - n_iter, optimizer=optimizer,
+                                             verbose=verbose, desc=desc, start=point)
+                _extend(history, more.history, n_iter)
+                n_iter += more.n_iter
+                candidates.append(more.dual_value)
             warnings.warn(
                 f"{desc}: the repair found no plan with at most k={k} nonzeros per column on "
                 f"the support found that meets the marginals (L1 error {error * mass:.3g} > "
