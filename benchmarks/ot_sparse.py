@@ -4,8 +4,9 @@
                                    [--hot-loops]
 
 Problems: n = m points in R^50 (seeded Gaussian clouds, the target shifted),
-uniform weights, squared Euclidean cost divided by its maximum, k = 3,
-reg = 0.05 (the math note's measured setting).  For each size and each of
+squared Euclidean cost divided by its maximum, k = 3, reg = 0.05 (the math
+note's measured setting), with uniform weights and with weights drawn
+uniform in [0.5, 1.5] and normalised (``--weights``, default both).  For each size and each of
 the semi-dual and dual, three solvers run on the same problem:
 
 * ``POT``: ``ot.smooth.smooth_ot_semi_dual/smooth_ot_dual(reg_type=
@@ -16,7 +17,8 @@ the semi-dual and dual, three solvers run on the same problem:
 * ``certopt cloud``: the same on ``ot.PointCloudCost(x, y, scale=1/max C)``,
   the cost computed block by block inside each streamed pass (never stored).
 
-Printed: time, the ratio POT time / this time, peak memory the solve added
+Printed: CPU seconds (``time.process_time``; run with ``--threads 1`` for
+one-thread figures), the ratio POT time / this time, peak memory the solve added
 (``peak MiB``: resident-set high-water mark during the call minus the
 resident set before it, read from /proc with the high-water mark reset
 before each call; on CUDA, ``torch.cuda.max_memory_allocated``; it includes
@@ -31,21 +33,12 @@ passes) materialising ``(g - C)/eps`` with ``torch.logsumexp`` vs certopt's
 streamed pass on C and on the point cloud; one sparse semi-dual evaluation with a materialised
 ``alpha - C^T`` and one ``topk`` vs the streamed pass on C and on the cloud.
 
-Sizes: 300, 1000, 2000 by default; ``--quick``: 300 (< 1 minute);
+Sizes: 2000 by default (the issue's target); ``--quick``: 300 (< 1 minute);
 ``--large`` adds 5000 (POT takes many minutes there:
 ``--pot-max``, default 2000, is the largest n POT runs on).  ``--device
 cuda`` runs certopt on the GPU at 2000, 5000, 10000, 20000 in float32.
 
-Measured (2 shared CPU cores under load 4-7, one torch thread; times are
-noisy): semi-dual, POT / certopt C / certopt cloud: n = 2000: 89 s / 8.5 s /
-19.7 s, peak 122 / 161 / 101 MiB, L1 marginal error 2.2e-3 / 9.9e-7 /
-9.8e-7; n = 5000: 1480 s / 59 s / 324 s, peak 764 / 808 / 436 MiB, error
-3.1e-3 / 8.8e-7 / 1.2e-6.  Dual at n = 2000: 305 s (500-iteration cap,
-error 2.9e-2) / 30 s / 47 s; at n = 5000 (POT not run): 214 s / 334 s,
-peak 806 / 430 MiB.  Per pass at n = 5000 (``--hot-loops``):
-Sinkhorn iteration materialised 3.6 s and 382 MiB, streamed on C 1.2 s and
-18 MiB, on the cloud 2.1 s and 17 MiB; sparse evaluation materialised 1.4 s
-and 191 MiB, streamed on C 0.35 s and 11 MiB, on the cloud 0.85 s and 13 MiB.
+Readings: ``benchmarks/RESULTS.md``, section ``benchmarks/ot_sparse.py``.
 """
 
 from __future__ import annotations
@@ -71,8 +64,9 @@ from certopt.ot.streaming import CPU_BLOCK_ENTRIES, logsumexp_pass
 DIM, K, REG = 50, 3, 0.05
 
 
-def make_problem(n: int, seed: int = 0):
-    """Uniform weights, the clouds, the normalised dense cost and the same cost as a cloud."""
+def make_problem(n: int, seed: int = 0, weights: str = "uniform"):
+    """Weights (uniform, or uniform in [0.5, 1.5] normalised), the normalised dense cost
+    and the same cost as a cloud."""
     rng = np.random.default_rng(seed)
     source = rng.standard_normal((n, DIM))
     target = rng.standard_normal((n, DIM)) + 0.5
@@ -80,7 +74,10 @@ def make_problem(n: int, seed: int = 0):
     scale = 1.0 / cost.max()
     cost *= scale
     cloud = cot.PointCloudCost(source, target, scale=scale)
-    return np.full(n, 1 / n), np.full(n, 1 / n), cost, cloud
+    if weights == "uniform":
+        return np.full(n, 1 / n), np.full(n, 1 / n), cost, cloud
+    a, b = rng.uniform(0.5, 1.5, n), rng.uniform(0.5, 1.5, n)
+    return a / a.sum(), b / b.sum(), cost, cloud
 
 
 def marginal_error(plan: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -137,9 +134,9 @@ def run_pot(a, b, cost, method):
     with (PeakMemory(torch.device("cpu")) as memory, warnings.catch_warnings(),
           contextlib.redirect_stdout(io.StringIO())):
         warnings.simplefilter("ignore")
-        start = time.perf_counter()
+        start = time.process_time()
         plan, log = solve(a, b, cost, REG, reg_type="sparsity_constrained", max_nz=K, log=True)
-        seconds = time.perf_counter() - start
+        seconds = time.process_time() - start
     return dict(time=seconds, memory=memory.mib, dual=-float(log["res"].fun),
                 error=marginal_error(plan, a, b), nnz=int(np.count_nonzero(plan)),
                 status=f"nit={log['res'].nit}")
@@ -163,11 +160,11 @@ def run_certopt(a, b, cost, method, device):
         cot.sparse(a, b, cost, K, reg=REG, method=method, max_iter=5)   # warm-up
     with PeakMemory(device) as memory, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        start = time.perf_counter()
+        start = time.process_time() if device.type == "cpu" else time.perf_counter()
         res = cot.sparse(a, b, cost, K, reg=REG, method=method, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        seconds = (time.process_time() if device.type == "cpu" else time.perf_counter()) - start
     # one evaluation reads the cost matrix once; a cloud has none to read
     matrix_bytes = getattr(cost, "nbytes", None)
     return dict(time=seconds, memory=memory.mib, dual=res.dual_value, error=res.marginal_error,
@@ -175,30 +172,33 @@ def run_certopt(a, b, cost, method, device):
                 bytes=matrix_bytes and matrix_bytes * res.n_iter)
 
 
-def print_row(n, method, name, row, pot_row, device):
-    report(f"ot_sparse n={n} {method} {name}", row["time"], bytes_moved=row.get("bytes"),
-           device="cpu" if name == "POT" else device)
+def print_row(n, weights, method, name, row, pot_row, device):
+    report(f"ot_sparse n={n} {weights} {method} {name}", row["time"],
+           bytes_moved=row.get("bytes"), device="cpu" if name == "POT" else device)
     ratio = f"{pot_row['time'] / row['time']:.2f}" if pot_row and row is not pot_row else "-"
-    print(f"{n:>6} {method:>9} {name:>13} | {row['time']:>9.2f} {ratio:>7} | "
+    print(f"{n:>6} {weights:>10} {method:>9} {name:>13} | {row['time']:>9.2f} {ratio:>7} | "
           f"{row['memory']:>9.1f} | {row['dual']:>14.9f} | {row['error']:>9.2e} | "
           f"{row['nnz']:>6} | {row['status']}", flush=True)
 
 
-def solver_table(sizes, methods, device, pot_max):
-    header = (f"{'n':>6} {'method':>9} {'solver':>13} | {'time s':>9} {'POT/it':>7} | "
-              f"{'peak MiB':>9} | {'dual value':>14} | {'L1 m.err':>9} | {'nnz':>6} | status")
+def solver_table(sizes, weight_kinds, methods, device, pot_max, with_cloud):
+    header = (f"{'n':>6} {'weights':>10} {'method':>9} {'solver':>13} | {'CPU s':>9} "
+              f"{'POT/it':>7} | {'peak MiB':>9} | {'dual value':>14} | {'L1 m.err':>9} | "
+              f"{'nnz':>6} | status")
     print(header)
     print("-" * len(header))
     for n in sizes:
-        a, b, cost, cloud = make_problem(n)
-        for method in methods:
-            theirs = run_pot(a, b, cost, method) if n <= pot_max else None
-            if theirs:
-                print_row(n, method, "POT", theirs, theirs, device)
-            print_row(n, method, "certopt C", run_certopt(a, b, cost, method, device), theirs,
-                      device)
-            print_row(n, method, "certopt cloud", run_certopt(a, b, cloud, method, device),
-                      theirs, device)
+        for weights in weight_kinds:
+            a, b, cost, cloud = make_problem(n, weights=weights)
+            for method in methods:
+                theirs = run_pot(a, b, cost, method) if n <= pot_max else None
+                if theirs:
+                    print_row(n, weights, method, "POT", theirs, theirs, device)
+                print_row(n, weights, method, "certopt C",
+                          run_certopt(a, b, cost, method, device), theirs, device)
+                if with_cloud:
+                    print_row(n, weights, method, "certopt cloud",
+                              run_certopt(a, b, cloud, method, device), theirs, device)
 
 
 def _per_call(fn, device, repeat) -> tuple[float, float]:
@@ -282,6 +282,10 @@ def main() -> None:
     parser.add_argument("--pot-max", type=int, default=2000, help="largest n POT runs on")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--methods", default="semi-dual,dual")
+    parser.add_argument("--weights", default="uniform,nonuniform",
+                        help="uniform and/or nonuniform ([0.5, 1.5], normalised)")
+    parser.add_argument("--cloud", action="store_true",
+                        help="also solve on the point cloud (cost never stored)")
     parser.add_argument("--sizes", help="comma-separated n to run instead, e.g. 2000,5000")
     parser.add_argument("--hot-loops", action="store_true",
                         help="time one pass of each hot loop instead of whole solves")
@@ -294,7 +298,7 @@ def main() -> None:
     elif device.type == "cuda":
         sizes = [2000, 5000, 10000, 20000]
     else:
-        sizes = [300, 1000, 2000] + ([5000] if args.large else [])
+        sizes = [2000] + ([5000] if args.large else [])
     if args.sizes:
         sizes = [int(n) for n in args.sizes.split(",")]
     print(f"sparse OT, k={K}, reg={REG}, d={DIM}, device={device}, "
@@ -302,7 +306,8 @@ def main() -> None:
     if args.hot_loops:
         hot_loop_table(sizes, device)
     else:
-        solver_table(sizes, args.methods.split(","), device, args.pot_max)
+        solver_table(sizes, args.weights.split(","), args.methods.split(","), device,
+                     args.pot_max, args.cloud)
 
 
 if __name__ == "__main__":

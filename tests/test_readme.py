@@ -3,7 +3,8 @@
 Each block runs on its own, in a fresh namespace, in the order of the README;
 its id is the heading above it.  A block whose first line is a comment
 starting with ``# not run:`` is skipped, and the rest of that comment, which
-the reader sees too, is the reason.
+the reader sees too, is the reason.  A snippet that does not converge (a
+``ConvergenceWarning``) fails.
 """
 
 import re
@@ -16,12 +17,6 @@ from certopt.core.errors import ConvergenceWarning
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SKIP_MARK = "# not run:"
-
-KNOWN_BROKEN = {
-    "certopt.ot": "issue #14: the OT snippet calls ot.class_based with `labels` it never defines",
-}
-"""Blocks known to fail, by id, with the issue that fixes them (strict=False: the fix may
-land first; then remove the entry)."""
 
 
 def readme_blocks() -> list:
@@ -36,8 +31,6 @@ def readme_blocks() -> list:
         first = match.group(2).lstrip().splitlines()[0]
         if first.startswith(SKIP_MARK):
             marks.append(pytest.mark.skip(reason=first[len(SKIP_MARK):].strip()))
-        if heading in KNOWN_BROKEN:
-            marks.append(pytest.mark.xfail(reason=KNOWN_BROKEN[heading], strict=False))
         blocks.append(pytest.param(code, id=heading, marks=marks))
     return blocks
 
@@ -49,5 +42,5 @@ def test_the_readme_has_python_blocks():
 @pytest.mark.parametrize("code", readme_blocks())
 def test_readme_block_runs(code: str):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)   # the snippets show the status
+        warnings.simplefilter("error", ConvergenceWarning)   # every snippet converges
         exec(compile(code, str(README), "exec"), {"__name__": "readme"})

@@ -162,6 +162,7 @@ def maximize(
     method: Method = "lbfgs",
     lipschitz: float = 1.0,
     memory: int = 10,
+    max_step: float = math.inf,
     verbose: bool = False,
     desc: str = "dual ascent",
 ) -> AscentResult:
@@ -184,6 +185,11 @@ def maximize(
     lipschitz:
         Initial estimate of the gradient's Lipschitz constant (``"fista"``:
         the first step is ``1/lipschitz``; ``"lbfgs"``: scales the first step).
+    max_step:
+        ``"lbfgs"``: largest max-norm of a step (the direction is scaled down to
+        it).  Flat pieces of a piecewise quadratic dual give curvature pairs
+        with ``<s, y>`` near 0 and steps of 1e15 whose values are round-off;
+        the OT solvers pass a few times the range of their potentials.
     memory:
         Number of L-BFGS curvature pairs.
     verbose:
@@ -212,7 +218,7 @@ def maximize(
     with progress(max_iter, verbose, desc=f"{desc} ({method})") as bar:
         v, value, grad, crit, status = loop(
             objective, flat.flatten(x0).clone(), tol=tol, max_iter=max_iter,
-            lipschitz=lipschitz, memory=memory, bar=bar,
+            lipschitz=lipschitz, memory=memory, bar=bar, max_step=max_step,
         )
     if status is Status.MAX_ITER:
         warnings.warn(
@@ -241,7 +247,7 @@ LoopOutput = tuple[torch.Tensor, float, torch.Tensor, float, Status]
 
 
 def _fista(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
-           lipschitz: float, memory: int, bar) -> LoopOutput:
+           lipschitz: float, memory: int, bar, max_step: float) -> LoopOutput:
     """FISTA ascent with Beck-Teboulle backtracking, slow ``L`` decrease and restarts.
 
     ``x`` is the current iterate (evaluated, the best point so far), ``y`` the
@@ -249,7 +255,7 @@ def _fista(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
     follows Scheinberg, Goldfarb & Bai (2014): ``t+ (t+ - 1) = (L+/L) t^2``,
     so lowering ``L`` keeps the ``O(L_f/k^2)`` guarantee.
     """
-    del memory
+    del memory, max_step
     L = lipschitz
     f_x, g_x = objective(x)
     if not math.isfinite(f_x):
@@ -310,7 +316,7 @@ def _fista(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
 
 
 def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
-           lipschitz: float, memory: int, bar) -> LoopOutput:
+           lipschitz: float, memory: int, bar, max_step: float) -> LoopOutput:
     """L-BFGS ascent (descent on ``-f``) with Armijo backtracking."""
     f, g = objective(x)
     if not math.isfinite(f):
@@ -327,6 +333,10 @@ def _lbfgs(objective: _Objective, x: torch.Tensor, *, tol: float, max_iter: int,
             pairs.clear()
             direction = g / lipschitz
             slope = float(g @ direction)
+        longest = float(direction.abs().max())
+        if longest > max_step:
+            direction = direction * (max_step / longest)
+            slope *= max_step / longest
         step = 1.0
         for _ in range(MAX_BACKTRACKS):
             x_new = x + step * direction

@@ -5,7 +5,11 @@
 Its dual and semi-dual are those of :mod:`certopt.ot.sparse` without the
 cardinality constraint, so this is :func:`certopt.ot.sparse.solve_sparse`
 with ``k = n``: the dual needs no top-k (``T = [alpha + beta^T - C]_+ / reg``),
-the semi-dual sorts each column once per evaluation.
+the semi-dual sorts each column once per evaluation.  The problem is convex
+and its dual differentiable, so the semismooth Newton finish
+(:mod:`certopt.ot.newton`) ends every ordinary solve with marginal errors near
+round-off, a dual value equal to the objective up to round-off, and no repair.
+Total mass ``s != 1`` is the unit-mass problem with ``reg * s``, scaled back.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ def quadratic(
     may be a :class:`~certopt.ot.geometry.PointCloudCost`)
     (``method`` defaults to ``"dual"``, the cheaper pass).  The result's
     ``objective`` is ``<C, plan> + (reg/2)||plan||_F^2``, ``dual_value`` the
-    (semi-)dual value (a lower bound on the optimum), ``residuals`` the L1
-    marginal errors and ``nnz``/``max_column_nnz``.
+    (semi-)dual value (a lower bound on the optimum), ``gap_certified`` whether
+    the plan meets the marginals to ``tol``, ``residuals`` the L1 marginal
+    errors and ``nnz``/``max_column_nnz``.
     """
     reg, max_iter, tol = check_common_options(reg, method, max_iter, tol, optimizer)
     problem = TransportProblem.from_inputs(a, b, C, device)

@@ -1,17 +1,20 @@
-"""Feasibility repair: re-solve the convex QP on the support a sparse solve found.
+"""Feasibility repair: solve the convex QP on the support a sparse solve found.
 
-The semi-dual plan meets ``b`` exactly but ``a`` only approximately (with
-``k = 1`` some rows can miss their whole mass); the dual plan misses both a
-little.  Fixing the support ``S`` (each column's ``k`` candidate rows, the
-top-k set of the final potentials) turns the problem into the convex QP::
+At a kink of the sparsity-constrained dual (ties in the top-k, or an
+optimum where no k-sparse plan read off the potentials meets the
+marginals) the plan of the dual point keeps a marginal error.  Fixing the
+support ``S`` (each column's ``k`` candidate rows at the final potentials)
+turns the problem into the convex QP::
 
     min  <C, T> + (reg/2) ||T||_F^2   s.t.  T 1 = a, T^T 1 = b, T >= 0, T_ij = 0 off S,
 
 whose dual is the sparse dual of :class:`certopt.ot.sparse.ColumnDuals` with
-the support fixed: ``k`` entries per column, so an evaluation costs
-``O(k m)`` instead of a pass over ``C``.  It is maximised to a tight
-marginal tolerance from the potentials of the first solve.  When ``S`` does
-not admit the marginals the dual is unbounded; the ascent then stops at its
+the support fixed (``k`` entries per column: an evaluation costs ``O(k m)``,
+no pass over ``C``).  It is solved by the semismooth Newton iteration of
+:mod:`certopt.ot.newton` from the potentials of the first solve, to the
+finishing tolerance.  Its plan has at most ``k`` nonzeros per column and,
+when ``S`` admits the marginals, meets them to round-off.  When ``S`` does
+not admit them the restricted dual is unbounded: the iteration stops at its
 budget, the repair is reported as not converged and the better of the two
 plans (by marginal error) is kept.
 """
@@ -20,43 +23,59 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from certopt.core.result import Status
+from certopt.ot.column_duals import ColumnDuals, Evaluation
+from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
-from certopt.ot.sparse import ColumnDuals, DualSolution, solve_column_dual
+
+REPAIR_MAX_EVAL = 2000
+MAX_SWAP_ROUNDS = 50
+REPAIR_MAX_STEPS = 500
 
 
 @dataclass(frozen=True)
 class RepairOutcome:
-    """The repaired (or kept) dense plan and what the repair achieved."""
+    """The repaired (or kept) dense plan, what the repair achieved, and its potentials."""
 
     plan: torch.Tensor
     error_before: float
     error_after: float
     converged: bool
     n_iter: int
+    alpha: torch.Tensor
+    beta: torch.Tensor
 
 
-def repair_plan(problem: TransportProblem, solution: DualSolution, duals: ColumnDuals, *,
-                max_iter: int, optimizer: str, verbose: bool) -> RepairOutcome:
-    """Re-solve on the support of ``solution.plan``; keep whichever plan is more feasible.
+def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evaluation, *,
+                tol: float) -> RepairOutcome:
+    """Solve the QP on the support of ``evaluation``'s plan (swapping rows in while it
+    admits no plan); keep whichever plan is more feasible.
 
-    The repair tolerance is ``1e-8`` (float64) or ``1e-5`` (float32) times
-    the total mass, in L1 marginal error.
+    ``tol`` is the absolute L1 marginal error the repair aims at (the finishing
+    tolerance of the solve).
     """
-    before = solution.plan.dense()
+    before = evaluation.plan.dense()
     error_before = problem.marginal_error(before)
-    support = solution.plan.rows
+    alpha, beta = evaluation.plan.alpha, evaluation.plan.beta
+    support = evaluation.plan.rows
+    if support is not None:
+        locked = torch.zeros_like(support, dtype=torch.bool)
+        for _ in range(MAX_SWAP_ROUNDS):
+            violator = hall_violator(problem, support)
+            if violator is None:
+                break
+            swapped = swap_into_violator(problem, support, locked, alpha, beta, violator)
+            if swapped is None:
+                break
+            support, locked = swapped
     restricted = duals if support is None else ColumnDuals(problem, duals.k, duals.reg,
                                                            support=support)
-    relative = 1e-8 if problem.a.dtype == torch.float64 else 1e-5
-    repaired = solve_column_dual(
-        restricted, "dual", tol=relative * float(problem.a.sum()), max_iter=max_iter,
-        optimizer=optimizer, verbose=verbose, desc="repair on the support",
-        start=(solution.alpha, solution.beta),
-    )
-    after = repaired.plan.dense()
+    repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL,
+                                 max_steps=REPAIR_MAX_STEPS, stall_steps=None)
+    after = repaired.evaluation.plan.dense()
     error_after = problem.marginal_error(after)
     keep_repaired = error_after <= error_before
     return RepairOutcome(
@@ -64,5 +83,95 @@ def repair_plan(problem: TransportProblem, solution: DualSolution, duals: Column
         error_before=error_before,
         error_after=error_after if keep_repaired else error_before,
         converged=repaired.status is Status.OPTIMAL,
-        n_iter=repaired.n_iter,
+        n_iter=repaired.n_eval,
+        alpha=repaired.alpha,
+        beta=repaired.beta,
     )
+
+
+def hall_violator(problem: TransportProblem, support: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """Rows ``X`` whose columns in ``support`` cannot take their mass, or None if it admits a plan.
+
+    A plan on ``support`` exists iff the max flow source -> rows (capacity
+    ``a``) -> columns (along ``support``) -> sink (capacity ``b``) carries the
+    whole mass; otherwise the rows left reachable from the source in the
+    residual graph form ``X`` with ``a(X) > b(N(X))`` (Hall's condition fails).
+    Computed on the CPU by scipy's max flow on ``O(k m)`` edges with masses
+    scaled to integers (resolution ``2**-30`` of the total mass).  Returns the
+    boolean row mask of ``X``, the column mask of ``N(X)`` and the deficiency.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+    n, m = problem.shape
+    rows = support.cpu().numpy()
+    a = problem.a.cpu().numpy()
+    b = problem.b.cpu().numpy()
+    scale = 2.0**30 / float(a.sum())
+    cap_a = np.floor(a * scale).astype(np.int32)
+    cap_b = np.ceil(b * scale).astype(np.int32)
+    source, sink = n + m, n + m + 1
+    k = rows.shape[1]
+    heads = np.concatenate([np.full(n, source), rows.ravel(), n + np.arange(m)])
+    tails = np.concatenate([np.arange(n), n + np.repeat(np.arange(m), k), np.full(m, sink)])
+    caps = np.concatenate([cap_a, np.full(m * k, 2**30, dtype=np.int32), cap_b])
+    graph = csr_matrix((caps, (heads, tails)), shape=(n + m + 2, n + m + 2))
+    graph.sum_duplicates()
+    flow = maximum_flow(graph, source, sink)
+    deficiency = (int(cap_a.sum()) - int(flow.flow_value)) / scale
+    if deficiency <= n / scale:
+        return None
+    both = graph + graph.T.multiply(0)         # reverse edges present with capacity 0
+    residual = (both - flow.flow).tocsr()
+    residual.data = np.where(residual.data > 0, 1, 0).astype(np.int32)
+    residual.eliminate_zeros()
+    reached = breadth_first_order(residual, source, return_predecessors=False)
+    mask = np.zeros(n + m + 2, dtype=bool)
+    mask[reached] = True
+    device = support.device
+    return (torch.from_numpy(mask[:n]).to(device), torch.from_numpy(mask[n:n + m]).to(device),
+            deficiency)
+
+
+def swap_into_violator(problem: TransportProblem, support: torch.Tensor, locked: torch.Tensor,
+                       alpha: torch.Tensor, beta: torch.Tensor,
+                       violator: tuple[torch.Tensor, torch.Tensor, float]
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Give the Hall violator ``X`` new columns: the cheapest swaps until they bring its deficiency.
+
+    A column ``j`` outside ``N(X)`` (with mass) gives up its lowest-scored entry
+    ``r`` to the row ``x`` of ``X`` maximising ``s_xj - s_rj`` (``s = alpha +
+    beta_j - C``, the sparse solve's potentials: the swap that departs least
+    from the dual's top-k).  Swaps are taken by decreasing gain, one per
+    column, until the columns gained carry the deficiency.  Entries swapped in
+    are ``locked``: never swapped out again (no cycling).  Returns the new
+    support and locks, or None when no swap is possible.
+    """
+    rows_x, cols_x, deficiency = violator
+    m, k = support.shape
+    geometry = problem.geometry
+    cols = torch.arange(m, device=support.device)
+    scores = alpha[support] + beta.unsqueeze(1) - geometry.entries(support, cols.unsqueeze(1))
+    scores = scores.masked_fill(locked, torch.inf)
+    weakest = torch.argmin(scores, dim=1)
+    weakest_score = scores.gather(1, weakest.unsqueeze(1)).squeeze(1)
+    short = torch.nonzero(rows_x).squeeze(1)
+    open_cols = torch.nonzero(~cols_x & (problem.b > 0) & ~locked.all(1)).squeeze(1)
+    if short.numel() == 0 or open_cols.numel() == 0:
+        return None
+    gain = (alpha[short].unsqueeze(1) + beta[open_cols].unsqueeze(0)
+            - geometry.entries(short.unsqueeze(1), open_cols.unsqueeze(0))
+            - weakest_score[open_cols].unsqueeze(0))
+    best_gain, best_row = gain.max(dim=0)
+    order = torch.argsort(best_gain, descending=True)
+    support, locked = support.clone(), locked.clone()
+    gained = 0.0
+    for position in order.tolist():
+        j = int(open_cols[position])
+        support[j, weakest[j]] = short[best_row[position]]
+        locked[j, weakest[j]] = True
+        gained += float(problem.b[j])
+        if gained >= deficiency:
+            break
+    return support, locked

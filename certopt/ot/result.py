@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,11 @@ class TransportResult(SolverResult):
     plan: ArrayLike
     cost: float
     potentials: tuple[ArrayLike, ArrayLike | None]
+    gap_certified: bool = False
+    """True when ``plan`` meets the marginals to the solver's tolerance and the
+    bound is finite: ``objective`` is then an upper bound (up to ``max |C|``
+    times the marginal error) and ``gap`` brackets the optimum.  False: the gap
+    is only indicative (the plan is not feasible enough to bound anything)."""
 
     @property
     def dual_value(self) -> float:
@@ -57,13 +63,15 @@ def make_result(
     solve_time: float,
     history: Mapping[str, list[float]] | None = None,
     extra: Mapping[str, float] | None = None,
+    marginal_tol: float | None = None,
 ) -> TransportResult:
     """Assemble a :class:`TransportResult` from a solver's torch outputs.
 
     ``regulariser`` is the value of the regularisation term at ``plan``, so
     ``objective = <C, plan> + regulariser``.  Residuals are measured here, on
     the returned plan, never taken from the solver's internal state.
-    ``extra`` adds named residuals (e.g. ``max_column_nnz``).
+    ``extra`` adds named residuals (e.g. ``max_column_nnz``).  ``marginal_tol``
+    (absolute L1): the gap is certified when both marginal errors are at most it.
     """
     cost = problem.cost(plan)
     objective = cost + float(regulariser)
@@ -72,12 +80,17 @@ def make_result(
         residuals.update({k: float(v) for k, v in extra.items()})
     wrap = problem.spec.wrap
     f, g = potentials
+    gap = duality_gap(objective, float(dual_value))
+    certified = (marginal_tol is not None and math.isfinite(gap)
+                 and max(residuals["source_marginal"], residuals["target_marginal"])
+                 <= marginal_tol)
     return TransportResult(
         plan=wrap(plan),
         cost=cost,
         objective=objective,
         bound=float(dual_value),
-        gap=duality_gap(objective, float(dual_value)),
+        gap=gap,
+        gap_certified=certified,
         potentials=(wrap(f), None if g is None else wrap(g)),
         status=status,
         residuals=residuals,

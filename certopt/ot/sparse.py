@@ -5,8 +5,7 @@ Primal (math note, section 2), with at most ``k`` nonzeros per plan column::
     min_{T in U(a, b)}  <C, T> + sum_j Omega(t_j),
     Omega(t) = (reg/2) ||t||^2 if ||t||_0 <= k else +inf.
 
-It is solved through one of two smooth concave duals, maximised by the
-shared loop :func:`certopt.ot.dual_ascent.maximize`:
+It is solved through one of two concave duals (:mod:`certopt.ot.column_duals`):
 
 ``method="semi-dual"`` (one potential ``alpha``)::
 
@@ -20,256 +19,81 @@ shared loop :func:`certopt.ot.dual_ascent.maximize`:
     t_j* = [alpha + beta_j - c_j]_+ / reg on the top-k entries, 0 elsewhere.
 
 Both gradients are marginal residuals (``a - T 1``, ``b - T^T 1``), so the
-stopping rule is the L1 marginal error of the recovered plan.  Each
-evaluation is one streamed pass over ``C`` (:mod:`certopt.ot.streaming`):
-blocks of ``alpha - C^T`` (columns contiguous), a running top-k per column
-merged block by block, the k-sparse projection and a scatter of ``k``
-values per column.  ``C`` may be a stored matrix or a
-:class:`~certopt.ot.geometry.PointCloudCost` computed block by block; no
-``(n, m)`` temporary beyond one block exists inside the loop, and nothing
-leaves the device there.
+stopping rule is the L1 marginal error of the recovered plan.  A solve runs
+in three phases, all in torch on the problem's device:
+
+1. first order: L-BFGS (or FISTA) on the chosen dual until the marginal
+   error is below ``SWITCH_TOL`` (relative) or a quarter of the remaining
+   budget is spent;
+2. finish: semismooth Newton on the dual (:mod:`certopt.ot.newton`) from
+   that point, to ``FINISH_ULPS`` machine epsilons (or ``tol`` if larger);
+   quadratic OT (``k >= n``) and sparse OT whose top-k sets settle end here
+   with marginal errors near round-off.  If Newton stalls having gained
+   (far from the optimum), phases 1 and 2 repeat from its point with a ten
+   times tighter switch, up to ``MAX_ROUNDS`` times; if it stalls without
+   gaining (``KINK_RATIO``), the dual is at a kink;
+3. repair (automatic when phase 2 misses ``tol`` and ``k < n``): the convex
+   QP on the support found (:mod:`certopt.ot.repair`), after swapping rows
+   into the support until it admits a plan (max flow), which then meets the
+   marginals to round-off.  If it finds none, the rest of the budget goes to
+   the first-order ascent, for a tighter bound.
+
+Total mass ``s != 1`` is solved as the normalised problem: with
+``T = s T'``, ``<C, T> + (reg/2)||T||^2 = s (<C, T'> + (reg s / 2)||T'||^2)``,
+so ``T'`` solves the unit-mass problem with regularisation ``reg * s``; the
+potentials are the same and the dual value scales by ``s``.
+
+Certificate: ``dual_value`` is the (semi-)dual at an evaluated point (the
+best of the phases), a lower bound on the optimum by weak duality (the
+primal is non-convex, its dual a relaxation: for ``k < n`` a gap may remain
+at the optimum).  ``objective`` is an upper bound when the plan meets the
+marginals; ``gap_certified`` says whether the plan meets them to ``tol``.
+Status: OPTIMAL when the marginal error is at most ``tol`` (times the mass);
+INACCURATE when no k-sparse plan on the support found meets the marginals
+(the repair did not converge: ``repair_converged`` 0.0, the residuals say
+how far) or the ascent stalled; MAX_ITER when the budget of passes ran out
+(and no repair met ``tol``);
+NUMERICAL (bound NaN) when the dual or the plan is not finite.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+import warnings
+from dataclasses import replace
+from typing import Literal
 
 import torch
 
 from certopt.core.arrays import ArrayLike, check_scalar
-from certopt.core.errors import InputValueError
+from certopt.core.errors import ConvergenceWarning, InfeasibleSettingsError, InputValueError
 from certopt.core.result import Status
+from certopt.ot.column_duals import (  # noqa: F401 (re-exported: the sparse duals' home API)
+    ColumnDuals,
+    ColumnPlan,
+    DualSolution,
+    Evaluation,
+    solve_column_dual,
+)
 from certopt.ot.dual_ascent import METHODS as OPTIMIZERS
-from certopt.ot.dual_ascent import maximize
-from certopt.ot.geometry import CostGeometry
+from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
-from certopt.ot.projections import project_sorted
+from certopt.ot.repair import repair_plan
 from certopt.ot.result import TransportResult, make_result
-from certopt.ot.streaming import assemble, block_entries, column_blocks, column_top_k_pass
 
 DualMethod = Literal["semi-dual", "dual"]
 DUAL_METHODS: tuple[str, ...] = ("semi-dual", "dual")
-
-
-@dataclass(frozen=True)
-class ColumnPlan:
-    """A plan ``T_ij = [alpha_i + beta_j - C_ij]_+ / reg`` on each column's support.
-
-    ``rows[j, l]`` is the source index of the ``l``-th entry of column ``j``
-    and ``values[j, l]`` its mass (``(m, k)`` each); ``rows is None`` means
-    every row is in the support (``k >= n``): the plan is then rebuilt from
-    the potentials block by block, never kept as an ``(n, m)`` array.
-    """
-
-    values: torch.Tensor | None
-    rows: torch.Tensor | None
-    alpha: torch.Tensor
-    beta: torch.Tensor
-    reg: float
-    cost: CostGeometry
-
-    def dense(self) -> torch.Tensor:
-        """The ``(n, m)`` plan."""
-        n, m = self.cost.shape
-        if self.rows is None:
-            alpha, beta = self.alpha, self.beta
-            return assemble(self.cost, lambda block, rows, cols: (
-                alpha[rows].unsqueeze(1) + beta[cols].unsqueeze(0) - block
-            ).clamp_min(0) / self.reg)
-        out = torch.zeros(n, m, dtype=self.values.dtype, device=self.values.device)
-        cols = torch.arange(m, device=self.rows.device).unsqueeze(1).expand_as(self.rows)
-        return out.index_put_((self.rows, cols), self.values)
-
-
-class Evaluation(NamedTuple):
-    """One (semi-)dual evaluation: value, gradient, plan and column multipliers ``beta``.
-
-    ``grad`` is ``a - T 1`` (semi-dual) or ``(a - T 1, b - T^T 1)`` (dual).
-    """
-
-    value: torch.Tensor
-    grad: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-    plan: ColumnPlan
-    beta: torch.Tensor
-
-
-class ColumnDuals:
-    """The semi-dual and dual of k-sparse quadratic OT, one streamed pass over ``C``.
-
-    Each evaluation reads ``C`` once through :mod:`certopt.ot.streaming`
-    (blocks of at most ``entries`` costs, as ``C^T`` so plan columns are
-    contiguous): a running top-k of every column of ``alpha - C``, then the
-    column's projection, its share of the value and of ``T 1``.  The memory
-    beyond one block is the ``(m, k)`` candidates (the sparse plan itself);
-    for ``k >= n`` nothing of size ``n m`` is kept (the plan is rebuilt from
-    the potentials).
-
-    ``support`` (optional, ``(m, k)`` row indices) fixes the entries each
-    column may use instead of choosing its top-k: this is the dual of the
-    convex QP restricted to that support (used by :mod:`certopt.ot.repair`);
-    its ``m k`` costs are gathered once.
-    """
-
-    def __init__(self, problem: TransportProblem, k: int, reg: float,
-                 support: torch.Tensor | None = None, entries: int | None = None):
-        self.a, self.b = problem.a, problem.b
-        self.n, self.m = problem.shape
-        self.k = min(int(k), self.n)
-        self.reg = float(reg)
-        self.cost = problem.geometry
-        self.entries = block_entries(self.a.device) if entries is None else int(entries)
-        self.support = support
-        self.support_cost = None if support is None else self.cost.entries(
-            support, torch.arange(self.m, device=support.device).unsqueeze(1))
-
-    @property
-    def every_row(self) -> bool:
-        """Every row is in every column's support (``k >= n``, no fixed support)."""
-        return self.support is None and self.k >= self.n
-
-    def candidates(self, alpha: torch.Tensor
-                   ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-        """``(cols, values, rows)``: each column's ``k`` largest ``alpha_i - C_ij``, decreasing.
-
-        On a fixed support: that support's scores, sorted, in one chunk.
-        """
-        if self.support is None:
-            yield from column_top_k_pass(self.cost, alpha, self.k, self.entries)
-            return
-        values, order = torch.sort(alpha[self.support] - self.support_cost, dim=1,
-                                   descending=True)
-        yield slice(0, self.m), values, torch.gather(self.support, 1, order)
-
-    def _plan(self, alpha: torch.Tensor, beta: torch.Tensor, masses: torch.Tensor | None,
-              rows: torch.Tensor | None) -> ColumnPlan:
-        if self.every_row:
-            return ColumnPlan(None, None, alpha, beta, self.reg, self.cost)
-        return ColumnPlan(masses, rows, alpha, beta, self.reg, self.cost)
-
-    def semi_dual(self, alpha: torch.Tensor) -> Evaluation:
-        """Semi-dual value, gradient ``a - T 1``, plan and column multipliers ``beta``.
-
-        Column ``j``: ``t_j = P(s / reg)`` with ``s = alpha - c_j`` on its top-k
-        entries and ``P`` the projection onto the simplex of radius ``b_j``
-        (threshold ``tau_j``); ``F_j = <s, t_j> - (reg/2)||t_j||^2``.
-        ``beta_j = -reg * tau_j`` is the multiplier of ``1't_j = b_j``, so
-        ``t_j = [alpha + beta_j - c_j]_+ / reg`` on its support.
-        """
-        row_sums = torch.zeros_like(self.a)
-        beta = torch.empty_like(self.b)
-        keep = not self.every_row
-        masses_all = alpha.new_empty(self.m, self.k) if keep else None
-        rows_all = torch.empty(self.m, self.k, dtype=torch.long, device=alpha.device) \
-            if keep else None
-        conjugate = alpha.new_zeros(())
-        for cols, values, rows in self.candidates(alpha):
-            masses, tau = project_sorted(values / self.reg, self.b[cols])
-            conjugate = conjugate + (values * masses).sum() \
-                - 0.5 * self.reg * (masses * masses).sum()
-            row_sums.index_add_(0, rows.reshape(-1), masses.reshape(-1))
-            beta[cols] = -self.reg * tau
-            if keep:
-                masses_all[cols], rows_all[cols] = masses, rows
-        value = alpha @ self.a - conjugate
-        return Evaluation(value, self.a - row_sums,
-                          self._plan(alpha, beta, masses_all, rows_all), beta)
-
-    def dual(self, alpha: torch.Tensor, beta: torch.Tensor) -> Evaluation:
-        """Dual value, gradients ``(a - T 1, b - T^T 1)`` and plan.
-
-        ``t_j = [alpha + beta_j - c_j]_+ / reg`` on the top-k entries of
-        ``alpha - c_j`` (all entries when ``k >= n``: then no top-k, every
-        block contributes directly); conjugate ``(reg/2) sum ||t_j||^2``.
-        """
-        row_sums = torch.zeros_like(self.a)
-        col_sums = torch.zeros_like(self.b)
-        squares = alpha.new_zeros(())
-        if self.every_row:
-            masses_all = rows_all = None
-            for cols, rows, scores in column_blocks(self.cost, alpha, self.entries):
-                masses = (scores + beta[cols].unsqueeze(1)).clamp_min(0) / self.reg
-                squares = squares + (masses * masses).sum()
-                row_sums[rows] += masses.sum(0)
-                col_sums[cols] += masses.sum(1)
-        else:
-            masses_all = alpha.new_empty(self.m, self.k)
-            rows_all = torch.empty(self.m, self.k, dtype=torch.long, device=alpha.device)
-            for cols, values, rows in self.candidates(alpha):
-                masses = (values + beta[cols].unsqueeze(1)).clamp_min(0) / self.reg
-                squares = squares + (masses * masses).sum()
-                row_sums.index_add_(0, rows.reshape(-1), masses.reshape(-1))
-                col_sums[cols] = masses.sum(1)
-                masses_all[cols], rows_all[cols] = masses, rows
-        value = alpha @ self.a + beta @ self.b - 0.5 * self.reg * squares
-        return Evaluation(value, (self.a - row_sums, self.b - col_sums),
-                          self._plan(alpha, beta, masses_all, rows_all), beta)
-
-
-def marginal_criterion(x: object, value: float, grad: torch.Tensor | tuple) -> float:
-    """L1 marginal error of the plan at a dual point: the L1 norm(s) of the gradient."""
-    parts = grad if isinstance(grad, tuple) else (grad,)
-    return max(float(part.abs().sum()) for part in parts)
-
-
-@dataclass(frozen=True)
-class DualSolution:
-    """What a sparse dual solve hands to the result: plan, potentials, evidence."""
-
-    plan: ColumnPlan
-    alpha: torch.Tensor
-    beta: torch.Tensor
-    dual_value: float
-    status: Status
-    n_iter: int
-    history: dict[str, list[float]]
-
-
-def solve_column_dual(
-    duals: ColumnDuals,
-    method: str,
-    *,
-    tol: float,
-    max_iter: int,
-    optimizer: str,
-    verbose: bool,
-    desc: str,
-    start: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> DualSolution:
-    """Maximise the (semi-)dual of ``duals`` and recover its plan.
-
-    ``tol`` is the absolute L1 marginal error at which to stop.  ``start``
-    optionally gives initial potentials ``(alpha, beta)``; by default
-    ``alpha = 0`` and (dual method) ``beta`` the column multipliers of the
-    semi-dual at ``alpha = 0``, so every column starts with its exact mass.
-    """
-    dtype, device = duals.a.dtype, duals.a.device
-    if start is None:
-        alpha0 = torch.zeros(duals.n, dtype=dtype, device=device)
-        beta0 = duals.semi_dual(alpha0).beta if method == "dual" else None
-    else:
-        alpha0, beta0 = start
-    lipschitz = max(1.0, duals.k * duals.m / duals.n) / duals.reg
-    if method == "semi-dual":
-        def evaluate(x):
-            return duals.semi_dual(x)
-        x0 = alpha0
-    else:
-        def evaluate(x):
-            return duals.dual(*x)
-        x0 = (alpha0, beta0)
-
-    def value_and_grad(x):
-        evaluation = evaluate(x)
-        return evaluation.value, evaluation.grad
-
-    out = maximize(value_and_grad, x0, marginal_criterion, tol=tol, max_iter=max_iter,
-                   method=optimizer, lipschitz=lipschitz, verbose=verbose, desc=desc)
-    final = evaluate(out.x)
-    return DualSolution(final.plan, final.plan.alpha, final.beta, float(final.value),
-                        out.status, out.n_iter, out.history)
+SWITCH_TOL = 1e-3
+"""Relative marginal error at which the first-order phase hands over to Newton."""
+FINISH_ULPS = 1e4
+"""Newton's target: this many machine epsilons of relative marginal error (or ``tol``)."""
+MAX_ROUNDS = 4
+"""First-order / Newton rounds: a Newton phase that stalls hands back to the first-order
+method with a switch tolerance ten times below where it stalled..."""
+KINK_RATIO = 0.9
+"""...unless it stalled having cut the marginal error by less than 10%: the ascent has
+then reached a kink (no plan of the dual meets the marginals), and the repair takes over."""
 
 
 def check_common_options(reg: float, method: str, max_iter: int, tol: float, optimizer: str
@@ -281,8 +105,24 @@ def check_common_options(reg: float, method: str, max_iter: int, tol: float, opt
     if optimizer not in OPTIMIZERS:
         raise InputValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
     max_iter = check_scalar(max_iter, "max_iter", low=1, integer=True)
-    tol = check_scalar(tol, "tol", low=0, low_inclusive=False)
+    tol = check_scalar(tol, "tol", low=0, high=1, low_inclusive=False, high_inclusive=False)
     return reg, max_iter, tol
+
+
+def check_budget(problem: TransportProblem, k: int) -> None:
+    """Refuse a sparsity budget no plan can meet.
+
+    Every source row with positive mass needs a nonzero, and only the ``m+``
+    columns with positive mass may hold nonzeros, at most ``k`` each: a
+    feasible k-sparse plan needs ``k m+ >= n+`` (rows with positive mass).
+    """
+    rows = int((problem.a > 0).sum())
+    cols = int((problem.b > 0).sum())
+    if k * cols < rows:
+        raise InfeasibleSettingsError(
+            f"k: no plan with at most k={k} nonzeros per column exists: {cols} target(s) with "
+            f"positive mass can serve at most {k * cols} of the {rows} sources with positive "
+            f"mass; expected k >= {-(-rows // cols)}")
 
 
 def sparse(
@@ -296,7 +136,7 @@ def sparse(
     tol: float = 1e-6,
     device: str | torch.device | None = None,
     verbose: bool = False,
-    repair: bool = False,
+    repair: bool | None = None,
     optimizer: str = "lbfgs",
 ) -> TransportResult:
     """Sparsity-constrained OT: at most ``k`` nonzeros in every column of the plan.
@@ -325,19 +165,19 @@ def sparse(
     method : "semi-dual" or "dual"
     max_iter : int
         Budget of dual evaluations (each is one pass over ``C``).
-    tol : float
+    tol : float in (0, 1)
         Stop when the L1 marginal error ``max(||T1 - a||_1, ||T^T 1 - b||_1)``
         is at most ``tol * sum(a)`` (relative to the total mass).
     device : "cpu", "cuda", torch.device or None (``C``'s device)
     verbose : bool
         Progress bar with the dual value and the criterion.
-    repair : bool
-        Afterwards re-solve the convex QP restricted to the support found
-        (each column's ``k`` candidate rows), so the marginals hold exactly
-        when that support admits them; see :func:`certopt.ot.repair.repair`.
-        The residuals then include ``marginal_error_before_repair`` and
-        ``repair_converged`` (1.0 or 0.0); the status is OPTIMAL when the
-        repaired plan meets ``tol`` (even if the dual ascent stalled).
+    repair : bool or None
+        Solve the convex QP restricted to the support found (each column's
+        ``k`` candidate rows; :func:`certopt.ot.repair.repair_plan`), so the
+        marginals hold to round-off when that support admits them.  None
+        (default): only when the Newton finish misses ``tol`` and ``k < n``;
+        True: always; False: never.  When it ran, the residuals include
+        ``marginal_error_before_repair`` and ``repair_converged`` (1.0 or 0.0).
     optimizer : "lbfgs" or "fista"
         The ascent algorithm of :func:`certopt.ot.dual_ascent.maximize`.
 
@@ -350,49 +190,125 @@ def sparse(
         optimum by weak duality); ``gap``; ``potentials`` = (alpha, beta)
         (for the semi-dual, ``beta`` are the column multipliers);
         ``residuals`` with ``source_marginal``, ``target_marginal``, ``nnz``,
-        ``max_column_nnz``; ``status`` OPTIMAL when the tolerance was met.
+        ``max_column_nnz``; ``gap_certified`` True when the plan meets the
+        marginals to ``tol`` (then ``objective`` is an upper bound and
+        ``gap`` brackets the optimum); ``status`` as in the module docstring
+        (OPTIMAL exactly when the marginal error is at most ``tol * sum(a)``).
+
+    Raises
+    ------
+    InfeasibleSettingsError
+        ``k`` times the number of targets with positive mass is below the
+        number of sources with positive mass: no plan meets the budget.
+    InputValueError, InputTypeError
+        Bad marginals, cost, ``reg <= 0``, ``tol`` outside ``(0, 1)``, ...
     """
     k = check_scalar(k, "k", low=1, integer=True)
     reg, max_iter, tol = check_common_options(reg, method, max_iter, tol, optimizer)
     problem = TransportProblem.from_inputs(a, b, C, device)
+    check_budget(problem, k)
     return solve_sparse(problem, k, reg, method=method, max_iter=max_iter, tol=tol,
                         verbose=verbose, repair=repair, optimizer=optimizer,
                         desc=f"sparse OT k={k} ({method})")
 
 
+def _extend(history: dict[str, list[float]], more: dict[str, list[float]], offset: int) -> None:
+    """Append a phase's history, its evaluation counts shifted by the passes before it."""
+    for name, values in more.items():
+        history.setdefault(name, []).extend(
+            [v + offset for v in values] if name == "evaluations" else values)
+
+
 def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, max_iter: int,
-                 tol: float, verbose: bool, repair: bool, optimizer: str, desc: str
+                 tol: float, verbose: bool, repair: bool | None, optimizer: str, desc: str
                  ) -> TransportResult:
     """Solve a validated problem (shared by :func:`sparse` and :func:`quadratic`)."""
     start = time.perf_counter()
-    duals = ColumnDuals(problem, k, reg)
-    abs_tol = tol * float(problem.a.sum())
-    solution = solve_column_dual(duals, method, tol=abs_tol, max_iter=max_iter,
-                                 optimizer=optimizer, verbose=verbose, desc=desc)
-    plan = solution.plan.dense()
+    mass = float(problem.a.sum())
+    unit = replace(problem, a=problem.a / mass, b=problem.b / mass)
+    duals = ColumnDuals(unit, k, reg * mass)
+    finish_tol = min(tol, FINISH_ULPS * torch.finfo(unit.a.dtype).eps)
+    n_iter, history, candidates = 0, {}, []
+    point, switch_tol = None, SWITCH_TOL
+    for _ in range(MAX_ROUNDS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)   # the final status says it
+            first = solve_column_dual(duals, method, tol=max(tol, switch_tol),
+                                      max_iter=max(1, (max_iter - n_iter) // 4),
+                                      optimizer=optimizer, verbose=verbose, desc=desc,
+                                      start=point)
+        _extend(history, first.history, n_iter)
+        n_iter += first.n_iter
+        candidates.append(first.dual_value)
+        finish = semismooth_newton(duals, first.alpha, first.beta, tol=finish_tol,
+                                   max_eval=max(1, max_iter - n_iter))
+        _extend(history, finish.history, n_iter)
+        n_iter += finish.n_eval
+        candidates.append(float(finish.evaluation.value))
+        point = (finish.alpha, finish.beta)
+        if (finish.status is not Status.INACCURATE or n_iter >= max_iter
+                or finish.criterion > KINK_RATIO * finish.history["criterion"][0]):
+            break          # done, out of budget, or stalled at a kink: over to the repair
+        switch_tol = finish.criterion / 10       # Newton stalled early: ascend further
+    alpha, beta, evaluation = finish.alpha, finish.beta, finish.evaluation
+    plan, status = evaluation.plan.dense(), finish.status
+    if method == "semi-dual":      # its plan meets b exactly; its value bounds the dual's
+        semi = duals.semi_dual(alpha)
+        n_iter += 1
+        candidates.append(float(semi.value))
+        semi_plan = semi.plan.dense()
+        if unit.marginal_error(semi_plan) <= unit.marginal_error(plan):
+            plan, beta = semi_plan, semi.beta
     extra: dict[str, float] = {}
-    n_iter, status = solution.n_iter, solution.status
-    if repair:
-        from certopt.ot.repair import repair_plan
-
-        outcome = repair_plan(problem, solution, duals, max_iter=max_iter,
-                              optimizer=optimizer, verbose=verbose)
-        plan = outcome.plan
-        n_iter += outcome.n_iter
-        extra.update(marginal_error_before_repair=outcome.error_before,
+    error = unit.marginal_error(plan)
+    run_repair = repair if repair is not None else (error > tol and duals.k < duals.n)
+    if run_repair:
+        outcome = repair_plan(unit, duals, duals.dual(alpha, beta), tol=finish_tol)
+        n_iter += 2          # the repair works on the support: no pass over C
+        candidates.append(float(duals.dual(outcome.alpha, outcome.beta).value))
+        extra.update(marginal_error_before_repair=outcome.error_before * mass,
                      repair_converged=float(outcome.converged))
-        if outcome.converged and outcome.error_after <= abs_tol:
-            status = Status.OPTIMAL          # the tolerance is met by the repaired plan
+        plan, error = outcome.plan, outcome.error_after
+        if not outcome.converged and error > tol:
+            if status is not Status.MAX_ITER:
+                status = Status.INACCURATE
+            if n_iter < max_iter:      # no plan: the rest of the budget tightens the bound
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    more = solve_column_dual(duals, method, tol=finish_tol,
+                                             max_iter=max_iter - n_iter, optimizer=optimizer,
+                                             verbose=verbose, desc=desc, start=point)
+                _extend(history, more.history, n_iter)
+                n_iter += more.n_iter
+                candidates.append(more.dual_value)
+            warnings.warn(
+                f"{desc}: the repair found no plan with at most k={k} nonzeros per column on "
+                f"the support found that meets the marginals (L1 error {error * mass:.3g} > "
+                f"tol {tol * mass:.3g}); status {status.value}", ConvergenceWarning,
+                stacklevel=3)
+    bound = max(candidates)
+    if error <= tol:
+        status = Status.OPTIMAL
+    elif status is Status.OPTIMAL:
+        status = Status.INACCURATE
+    if not (math.isfinite(bound) and bool(torch.isfinite(plan).all())):
+        bound, status = math.nan, Status.NUMERICAL
+    if status is not Status.OPTIMAL and not run_repair:
+        warnings.warn(f"{desc}: stopped with status {status.value}, L1 marginal error "
+                      f"{error * mass:.3g} > tol {tol * mass:.3g}", ConvergenceWarning,
+                      stacklevel=3)
+    plan = plan * mass
     column_nnz = (plan != 0).sum(0)
     extra.update(nnz=float(column_nnz.sum()), max_column_nnz=float(column_nnz.max()))
     return make_result(
         problem, plan,
         regulariser=0.5 * reg * float(torch.dot(plan.reshape(-1), plan.reshape(-1))),
-        dual_value=solution.dual_value,
-        potentials=(solution.alpha, solution.beta),
+        dual_value=bound * mass,
+        potentials=(alpha, beta),
         status=status,
         n_iter=n_iter,
         solve_time=time.perf_counter() - start,
-        history=solution.history,
+        history=history,
         extra=extra,
+        marginal_tol=tol * mass,
     )
