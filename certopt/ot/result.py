@@ -24,13 +24,14 @@ class TransportResult(SolverResult):
 
     Attributes
     ----------
-    plan : (n, m) array, same kind, dtype and device as the input ``C``.
+    plan : (n, m) array, same kind, dtype and device as the input ``C``;
+        None when the solver was asked not to store it.
     cost : <C, plan>.
     potentials : dual potentials ``(f, g)`` ((n,), (m,)); ``g`` is None for
         semi-dual solvers.
     """
 
-    plan: ArrayLike
+    plan: ArrayLike | None
     cost: float
     potentials: tuple[ArrayLike, ArrayLike | None]
 
@@ -47,7 +48,7 @@ class TransportResult(SolverResult):
 
 def make_result(
     problem: TransportProblem,
-    plan: torch.Tensor,
+    plan: torch.Tensor | None,
     *,
     regulariser: float,
     dual_value: float,
@@ -57,23 +58,28 @@ def make_result(
     solve_time: float,
     history: Mapping[str, list[float]] | None = None,
     extra: Mapping[str, float] | None = None,
+    measured: tuple[float, Mapping[str, float]] | None = None,
 ) -> TransportResult:
     """Assemble a :class:`TransportResult` from a solver's torch outputs.
 
     ``regulariser`` is the value of the regularisation term at ``plan``, so
     ``objective = <C, plan> + regulariser``.  Residuals are measured here, on
     the returned plan, never taken from the solver's internal state.
-    ``extra`` adds named residuals (e.g. ``max_column_nnz``).
+    ``extra`` adds named residuals (e.g. ``max_column_nnz``).  A solver that
+    never stores its plan passes ``plan=None`` and ``measured = (<C, plan>,
+    marginal residuals)``, accumulated block by block.
     """
-    cost = problem.cost(plan)
+    if plan is None:
+        cost, residuals = float(measured[0]), dict(measured[1])
+    else:
+        cost, residuals = problem.cost(plan), problem.marginal_errors(plan)
     objective = cost + float(regulariser)
-    residuals = problem.marginal_errors(plan)
     if extra:
         residuals.update({k: float(v) for k, v in extra.items()})
     wrap = problem.spec.wrap
     f, g = potentials
     return TransportResult(
-        plan=wrap(plan),
+        plan=None if plan is None else wrap(plan),
         cost=cost,
         objective=objective,
         bound=float(dual_value),
