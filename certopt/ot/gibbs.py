@@ -27,9 +27,9 @@ side 1 the columns (``b``, ``g``, ``v``).
 
 Both give ``mass(side)`` (the current marginal, one pass, cached),
 ``fit(side)`` (make that marginal exact from the cache), ``product(side,
-w)`` (``T w`` or ``T^T w``), ``block`` (entries of ``T``), ``plan()`` (the
-stored ``(n, m)`` plan) and ``potentials()``.  Zero weights give potential
-``-inf`` and zero scalings.
+w)`` (``T w`` or ``T^T w``), ``block`` (entries of ``T``), ``plan(x, y)``
+(``diag(x) T diag(y)`` stored as an ``(n, m)`` tensor) and
+``potentials()``.  Zero weights give potential ``-inf`` and zero scalings.
 """
 
 from __future__ import annotations
@@ -77,8 +77,12 @@ class StreamedKernel:
         f, g = self.potential
         return torch.exp((f[rows, None] + g[None, cols] - cost_block) / self.eps)
 
-    def plan(self) -> torch.Tensor:
-        return assemble(self.cost, lambda block, rows, cols: self.block(rows, cols, block))
+    def plan(self, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+        """``diag(row_scale) T diag(col_scale)``, assembled block by block."""
+        f = self.potential[0] + self.eps * row_scale.log()
+        g = self.potential[1] + self.eps * col_scale.log()
+        return assemble(self.cost, lambda block, rows, cols: torch.exp(
+            (f[rows, None] + g[None, cols] - block) / self.eps))
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.potential[0], self.potential[1]
@@ -104,6 +108,7 @@ class ScaledKernel:
         self.kernel = (torch.empty(self.cost.shape, dtype=f.dtype, device=f.device)
                        if buffer is None else buffer)
         self._products: list[torch.Tensor | None] = [None, None]
+        self.fresh = True            # u = v = 1 since K was built: nothing to absorb
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -115,6 +120,7 @@ class ScaledKernel:
             target.sub_(block).div_(self.eps).exp_()
 
     def _absorb(self) -> None:
+        self.fresh = True
         for side in (0, 1):
             self.potential[side] = self.potential[side] + self.eps * self.scaling[side].log()
             self.scaling[side] = torch.ones_like(self.scaling[side])
@@ -141,13 +147,15 @@ class ScaledKernel:
     def fit(self, side: int) -> None:
         new, low, high = self._scaling_for(side)
         if not (1.0 / self.tau <= low and high <= self.tau):   # also false for nan
-            self._absorb()
-            self._products[side] = self._matvec(side, self.scaling[1 - side])
-            new, low, high = self._scaling_for(side)
+            if not self.fresh:
+                self._absorb()
+                self._products[side] = self._matvec(side, self.scaling[1 - side])
+                new, low, high = self._scaling_for(side)
             if not (0.0 < low and high < float("inf")):
                 raise KernelUnderflow(f"sinkhorn: the kernel at eps = {self.eps:g} under- or "
                                       f"overflows on side {side}")
         self.scaling[side] = new
+        self.fresh = False
 
     def product(self, side: int, weights: torch.Tensor) -> torch.Tensor:
         """``T w`` (side 0, ``w`` of length m) or ``T^T w`` (side 1, length n)."""
@@ -158,10 +166,11 @@ class ScaledKernel:
         u, v = self.scaling
         return u[rows, None] * self.kernel[rows, cols] * v[None, cols]
 
-    def plan(self) -> torch.Tensor:
-        """The plan, written over the kernel's buffer (this object is spent afterwards)."""
+    def plan(self, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+        """``diag(row_scale) T diag(col_scale)``, written over the kernel's buffer
+        (this object is spent afterwards)."""
         u, v = self.scaling
-        return self.kernel.mul_(u[:, None]).mul_(v[None, :])
+        return self.kernel.mul_((u * row_scale)[:, None]).mul_((v * col_scale)[None, :])
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return tuple(p + self.eps * s.log() for p, s in zip(self.potential, self.scaling,

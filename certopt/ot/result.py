@@ -66,13 +66,13 @@ def make_result(
     ``objective = <C, plan> + regulariser``.  Residuals are measured here, on
     the returned plan, never taken from the solver's internal state.
     ``extra`` adds named residuals (e.g. ``max_column_nnz``).  A solver that
-    never stores its plan passes ``plan=None`` and ``measured = (<C, plan>,
-    marginal residuals)``, accumulated block by block.
+    measures its plan block by block passes ``measured = (<C, plan>,
+    marginal residuals)``; its ``plan`` may then be None (never stored).
     """
-    if plan is None:
-        cost, residuals = float(measured[0]), dict(measured[1])
-    else:
+    if measured is None:
         cost, residuals = problem.cost(plan), problem.marginal_errors(plan)
+    else:
+        cost, residuals = float(measured[0]), dict(measured[1])
     objective = cost + float(regulariser)
     if extra:
         residuals.update({k: float(v) for k, v in extra.items()})

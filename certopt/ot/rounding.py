@@ -52,9 +52,12 @@ class Rounding:
 
     def apply_(self, plan: torch.Tensor) -> torch.Tensor:
         """Overwrite the stored ``(n, m)`` plan ``P`` with ``round(P)``; returns it."""
-        total = self.row_deficit.sum().clamp_min(torch.finfo(plan.dtype).tiny)
-        plan.mul_(self.row_scale[:, None]).mul_(self.col_scale[None, :])
-        return plan.addr_(self.row_deficit, self.col_deficit / total)
+        return self.correct_(plan.mul_(self.row_scale[:, None]).mul_(self.col_scale[None, :]))
+
+    def correct_(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Add ``r c^T / s`` to ``scaled = diag(x) P diag(y)`` in place; returns it."""
+        total = self.row_deficit.sum().clamp_min(torch.finfo(scaled.dtype).tiny)
+        return scaled.addr_(self.row_deficit, self.col_deficit / total)
 
 
 def rounding(row_product: Product, col_product: Product, a: torch.Tensor, b: torch.Tensor,

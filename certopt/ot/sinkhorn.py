@@ -11,9 +11,11 @@ alternately makes the rows and the columns of this Gibbs plan exact
 matrix-vector products per iteration, absorption keeping it stable) when
 the plan is stored anyway, in the *log domain* (streamed log-sum-exp
 passes over ``C``, nothing ``(n, m)``) when it is not (``return_plan=False``)
-or when the kernel underflows.  The first iteration is always a log-domain
-one, after which no row or column of the kernel can underflow whatever
-``reg``.
+or where the kernel underflows: a whole row or column of zeros in the
+stored kernel (``exp(-C/reg)`` at a cold start with small ``reg``) costs one
+log-domain iteration, after which every row and column of the plan carries
+at least ``min(a) min(b)`` of mass and the kernel is rebuilt; a second
+underflow keeps the log domain for the rest of the stage.
 
 *eps-scaling*: ``reg`` is reached through ``eps = spread / 4^k`` (``spread
 = max C - min C``), each stage warm-started from the last one's potentials
@@ -31,6 +33,10 @@ and its rows to the tolerance; it is rounded onto ``U(a, b)``
 and ``objective`` (its entropic objective, summed block by block) is an
 upper bound on the optimum; ``dual_value`` (the dual at the potentials) is
 a lower bound, and ``gap = objective - dual_value >= 0`` certifies both.
+Both are sums of many floating-point terms: ``dual_value`` is lowered by a
+bound on the round-off of the two evaluations (``_Measured``), so that the
+inequality also holds for the computed numbers (relative slack about
+``1e-15 log(n m)``).
 The row error before rounding is the residual ``dual_plan_marginal``.
 """
 
@@ -39,6 +45,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,8 +58,8 @@ from certopt.core.result import Status
 from certopt.ot.gibbs import KernelUnderflow, ScaledKernel, StreamedKernel
 from certopt.ot.problem import TransportProblem
 from certopt.ot.result import TransportResult, make_result
-from certopt.ot.rounding import Rounding, rounding
-from certopt.ot.streaming import block_entries, blocks, tile_plan
+from certopt.ot.rounding import rounding
+from certopt.ot.streaming import blocks
 
 Method = Literal["auto", "scaling", "log"]
 METHODS: tuple[str, ...] = ("auto", "scaling", "log")
@@ -137,16 +144,14 @@ def sinkhorn(
     abs_tol = tol * float(problem.a.sum())
     history: dict[str, list[float]] = {"marginal_error": []}
     with progress(max_iter, verbose, desc="sinkhorn") as bar:
-        kernel = _log_iteration(problem, schedule[0])
-        run = _Run(kernel, Status.MAX_ITER, 1, problem.a, math.inf)
+        f, g = torch.zeros_like(problem.a), torch.zeros_like(problem.b)
+        run = _Run(None, Status.MAX_ITER, 0, problem.a, math.inf)
         for stage, eps in enumerate(schedule):
             last = stage == len(schedule) - 1
-            f, g = run.kernel.potentials()
-            if scaling_domain:
-                buffer = run.kernel.kernel if isinstance(run.kernel, ScaledKernel) else None
-                kernel = ScaledKernel(problem, f, g, eps, buffer)
-            else:
-                kernel = StreamedKernel(problem, f, g, eps)
+            if run.kernel is not None:
+                f, g = run.kernel.potentials()
+            kernel = (ScaledKernel(problem, f, g, eps, _buffer(run.kernel)) if scaling_domain
+                      else StreamedKernel(problem, f, g, eps))
             stage_tol = abs_tol if last else max(abs_tol, STAGE_TOL * float(problem.a.sum()))
             run = _iterate(kernel, problem, stage_tol, max_iter - run.n_iter, check_every,
                            history, bar, run.n_iter)
@@ -159,20 +164,28 @@ def sinkhorn(
                       stacklevel=2)
     kernel = run.kernel
     f, g = kernel.potentials()
-    dual_value = float(_weighted(f, problem.a) + _weighted(g, problem.b)
-                       - kernel.eps * run.row_mass.sum())
     factors = rounding(lambda w: kernel.product(0, w), lambda w: kernel.product(1, w),
                        problem.a, problem.b, row_mass=run.row_mass)
-    extra = {"dual_plan_marginal": run.error}
-    common = {"dual_value": dual_value, "potentials": (f, g), "status": run.status,
-              "n_iter": run.n_iter, "history": history, "extra": extra}
     if return_plan:
-        plan = factors.apply_(kernel.plan())
-        return make_result(problem, plan, regulariser=kernel.eps * _entropy(plan),
-                           solve_time=time.perf_counter() - start, **common)
-    cost, entropy, residuals = _streamed_objective(problem, kernel, factors)
-    return make_result(problem, None, regulariser=kernel.eps * entropy, measured=(cost, residuals),
-                       solve_time=time.perf_counter() - start, **common)
+        plan = factors.correct_(kernel.plan(factors.row_scale, factors.col_scale))
+        measured = _measure(problem, lambda rows, cols, _: plan[rows, cols], kernel.eps)
+    else:
+        plan = None
+        measured = _measure(problem, lambda rows, cols, cost_block: factors.block(
+            kernel.block(rows, cols, cost_block), rows, cols), kernel.eps)
+    mass = run.row_mass.sum()
+    dual_terms = _weighted(f, problem.a, absolute=True) + _weighted(g, problem.b, absolute=True)
+    exponent = _finite_max(f) + _finite_max(g) + measured.cost_max
+    allowance = torch.finfo(mass.dtype).eps * (
+        measured.summands * (dual_terms + kernel.eps * mass + measured.magnitude)
+        + mass * exponent)
+    dual_value = float(_weighted(f, problem.a) + _weighted(g, problem.b) - kernel.eps * mass
+                       - allowance)
+    return make_result(problem, plan, regulariser=kernel.eps * measured.entropy,
+                       measured=(measured.cost, measured.residuals), dual_value=dual_value,
+                       potentials=(f, g), status=run.status, n_iter=run.n_iter,
+                       solve_time=time.perf_counter() - start, history=history,
+                       extra={"dual_plan_marginal": run.error})
 
 
 def eps_schedule(problem: TransportProblem, reg: float, eps_scaling: bool | None) -> list[float]:
@@ -200,22 +213,16 @@ class _Run:
     """Where an iteration stopped: the kernel, why, after how many iterations in
     all, the rows' mass of its plan (columns exact) and their L1 error."""
 
-    kernel: Kernel
+    kernel: Kernel | None
     status: Status
     n_iter: int
     row_mass: torch.Tensor
     error: float
 
 
-def _log_iteration(problem: TransportProblem, eps: float) -> StreamedKernel:
-    """One log-domain iteration from zero potentials: columns exact, and every
-    row and column of the plan carries at least ``min(a) min(b)`` of mass."""
-    kernel = StreamedKernel(problem, torch.zeros_like(problem.a), torch.zeros_like(problem.b),
-                            eps)
-    for side in (0, 1):
-        kernel.mass(side)
-        kernel.fit(side)
-    return kernel
+def _buffer(kernel: Kernel | None) -> torch.Tensor | None:
+    """The ``(n, m)`` storage of a spent :class:`ScaledKernel`, for the next one."""
+    return kernel.kernel if isinstance(kernel, ScaledKernel) else None
 
 
 def _iterate(kernel: Kernel, problem: TransportProblem, abs_tol: float, budget: int,
@@ -224,6 +231,7 @@ def _iterate(kernel: Kernel, problem: TransportProblem, abs_tol: float, budget: 
     """Sinkhorn iterations on ``kernel`` until its row error is at most ``abs_tol``
     (checked every ``check_every`` iterations and at the start) or ``budget``
     iterations; a :class:`KernelUnderflow` switches to the log domain."""
+    retry_scaling = True
     status = Status.MAX_ITER
     it = 0
     while True:
@@ -242,41 +250,99 @@ def _iterate(kernel: Kernel, problem: TransportProblem, abs_tol: float, budget: 
             kernel.mass(1)
             kernel.fit(1)
         except KernelUnderflow:
-            kernel = kernel.streamed(problem)
-            continue
+            kernel = _log_domain_step(kernel, problem, retry_scaling)
+            retry_scaling = False
         it += 1
     return _Run(kernel, status, done + it, row_mass, error)
 
 
-def _entropy(plan: torch.Tensor) -> float:
-    """``sum_ij T_ij (log T_ij - 1)`` over row blocks (no ``(n, m)`` temporary)."""
-    n, m = plan.shape
-    total = torch.zeros((), dtype=plan.dtype, device=plan.device)
-    for rows, _ in tile_plan(n, m, block_entries(plan.device)):
-        block = plan[rows]
-        total += (torch.special.xlogy(block, block) - block).sum()
-    return float(total)
+def _log_domain_step(kernel: ScaledKernel, problem: TransportProblem, retry_scaling: bool
+                     ) -> Kernel:
+    """One log-domain iteration from ``kernel``'s potentials, after its kernel underflowed.
+
+    The plan it leaves has exact columns and no row or column of it can
+    underflow in a kernel rebuilt there, so a first underflow (a cold start
+    at small ``eps``) returns to the scaling domain; a second one stays in the
+    log domain.
+    """
+    streamed = kernel.streamed(problem)
+    for side in (0, 1):
+        streamed.mass(side)
+        streamed.fit(side)
+    if not retry_scaling:
+        return streamed
+    return ScaledKernel(problem, *streamed.potentials(), kernel.eps, kernel.kernel)
 
 
-def _streamed_objective(problem: TransportProblem, kernel: Kernel, factors: Rounding
-                        ) -> tuple[float, float, dict[str, float]]:
-    """``<C, T>``, ``sum T (log T - 1)`` and the L1 marginal errors of the rounded
-    plan ``T``, one block at a time (one pass over ``C``)."""
+@dataclass
+class _Measured:
+    """The rounded plan's ``<C, T>``, ``sum h(T)`` (``h(t) = t log t - t``) and
+    L1 marginal errors, with what bounds their round-off: ``magnitude >=
+    sum |C T| + eps sum |h(T)|`` and ``summands``, a bound on the error growth
+    of the sums in units of the machine epsilon (pairwise within a block,
+    sequential across blocks, a few flops per term); ``cost_max = max |C|``."""
+
+    cost: float
+    entropy: float
+    residuals: dict[str, float]
+    magnitude: torch.Tensor
+    cost_max: torch.Tensor
+    summands: float
+
+
+def _measure(problem: TransportProblem,
+             plan_block: Callable[[slice, slice, torch.Tensor], torch.Tensor],
+             eps: float) -> _Measured:
+    """One pass over ``C`` and the rounded plan, block by block (``plan_block(rows,
+    cols, C[rows, cols])``): nothing ``(n, m)`` beyond the plan if it is stored.
+
+    ``|h(t)| = -h(t)`` for ``0 <= t <= e``, which holds for every entry when
+    ``max a <= 2`` (entries of a row sum to ``a_i``); otherwise ``sum |h|`` is
+    accumulated too.
+    """
     a, b = problem.a, problem.b
+    small_entries = float(a.max()) <= 2.0
+    tiny = torch.finfo(a.dtype).tiny
     cost = torch.zeros((), dtype=a.dtype, device=a.device)
-    entropy = torch.zeros_like(cost)
+    plan_log_plan, log_magnitude, cost_max = (torch.zeros_like(cost) for _ in range(3))
     row_sums, col_sums = torch.zeros_like(a), torch.zeros_like(b)
+    n_blocks = 0
     for rows, cols, cost_block in blocks(problem.geometry):
-        plan = factors.block(kernel.block(rows, cols, cost_block), rows, cols)
-        cost += (cost_block * plan).sum()
-        entropy += (torch.special.xlogy(plan, plan) - plan).sum()
+        plan = plan_block(rows, cols, cost_block)
+        logs = plan.clamp_min(tiny).log_()        # 0 log 0 = 0
+        plan_log_plan += _inner(plan, logs)
+        if not small_entries:
+            log_magnitude += _inner(plan, logs.abs_())
+        cost += _inner(cost_block, plan)
+        low, high = torch.aminmax(cost_block)
+        cost_max = torch.maximum(cost_max, torch.maximum(low.abs(), high.abs()))
         row_sums[rows] += plan.sum(1)
         col_sums[cols] += plan.sum(0)
+        n_blocks += 1
+    mass = row_sums.sum()
+    entropy = plan_log_plan - mass
+    entropy_magnitude = -entropy if small_entries else log_magnitude + mass
+    n, m = problem.shape
     residuals = {"source_marginal": float((row_sums - a).abs().sum()),
                  "target_marginal": float((col_sums - b).abs().sum())}
-    return float(cost), float(entropy), residuals
+    magnitude = cost_max * mass + eps * entropy_magnitude
+    return _Measured(float(cost), float(entropy), residuals, magnitude, cost_max,
+                     math.log2(n * m) + n_blocks + 8)
 
 
-def _weighted(potential: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``<potential, weights>`` with ``0 * (-inf) = 0`` for zero-weight entries."""
-    return torch.where(weights > 0, potential * weights, torch.zeros_like(weights)).sum()
+def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``sum_ij x_ij y_ij`` of two blocks (a dot product, no temporary when contiguous)."""
+    return torch.dot(x.reshape(-1), y.reshape(-1))
+
+
+def _weighted(potential: torch.Tensor, weights: torch.Tensor, absolute: bool = False
+              ) -> torch.Tensor:
+    """``<potential, weights>`` (or ``<|potential|, weights>``) with ``0 * (-inf) = 0``."""
+    values = potential.abs() if absolute else potential
+    return torch.where(weights > 0, values * weights, torch.zeros_like(weights)).sum()
+
+
+def _finite_max(potential: torch.Tensor) -> torch.Tensor:
+    """``max |potential_i|`` over finite entries (zero weights have ``-inf``)."""
+    finite = torch.isfinite(potential)
+    return torch.where(finite, potential.abs(), torch.zeros_like(potential)).max()

@@ -92,21 +92,30 @@ def test_a_kernel_that_underflows_everywhere_is_still_solved():
         assert res.objective == pytest.approx(reference.objective + 10.0, rel=1e-9)
 
 
-def test_an_underflowing_stored_kernel_falls_back_to_the_log_domain():
+def test_an_underflowing_stored_kernel_takes_a_log_domain_step():
     a, b, C = point_cloud_problem(12, 10, seed=9)
     problem = TransportProblem.from_inputs(a, b, C)
-    f = torch.zeros(12, dtype=torch.float64)
-    f[4] = -50.0                                   # row 4 of K is exp(-5000): zero
-    kernel = ScaledKernel(problem, f, torch.zeros(10, dtype=torch.float64), 0.01)
+
+    def underflowing_kernel():
+        f = torch.zeros(12, dtype=torch.float64)
+        f[4] = -50.0                               # row 4 of K is exp(-5000): zero
+        return ScaledKernel(problem, f, torch.zeros(10, dtype=torch.float64), 0.01)
+
+    kernel = underflowing_kernel()
     kernel.mass(0)
     with pytest.raises(KernelUnderflow):
         kernel.fit(0)
-    history = {"marginal_error": []}
+    # a first underflow: one log-domain iteration, then the stored kernel again
     with progress(None, False) as bar:
-        run = sinkhorn_module._iterate(kernel, problem, 1e-10, 100000, 10, history, bar, 0)
-    assert run.status is Status.OPTIMAL and isinstance(run.kernel, StreamedKernel)
-    reference = cot.sinkhorn(a, b, C, 0.01, tol=1e-10)
-    np.testing.assert_allclose(run.kernel.plan().numpy(), reference.plan, rtol=0, atol=1e-9)
+        run = sinkhorn_module._iterate(underflowing_kernel(), problem, 1e-10, 100000, 10,
+                                       {"marginal_error": []}, bar, 0)
+    assert run.status is Status.OPTIMAL and isinstance(run.kernel, ScaledKernel)
+    reference = cot.sinkhorn(a, b, C, 0.01, tol=1e-10, method="log")
+    plan = run.kernel.plan(torch.ones(12, dtype=torch.float64), torch.ones(10, dtype=torch.float64))
+    np.testing.assert_allclose(plan.numpy(), reference.plan, rtol=0, atol=1e-9)
+    # a second one keeps the log domain
+    kept = sinkhorn_module._log_domain_step(underflowing_kernel(), problem, retry_scaling=False)
+    assert isinstance(kept, StreamedKernel) and torch.isfinite(kept.potentials()[0]).all()
 
 
 def test_without_the_plan_nothing_n_by_m_is_stored(monkeypatch):
