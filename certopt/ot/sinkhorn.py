@@ -162,6 +162,8 @@ def sinkhorn(
         warnings.warn(f"sinkhorn: marginal error {run.error:.3g} > tol {abs_tol:.3g} after "
                       f"{max_iter} iterations; increase max_iter or reg", ConvergenceWarning,
                       stacklevel=2)
+    if run.kernel.eps != reg:                 # the budget ran out before the last stage
+        run = _restart_at(reg, run, problem)
     kernel = run.kernel
     f, g = kernel.potentials()
     factors = rounding(lambda w: kernel.product(0, w), lambda w: kernel.product(1, w),
@@ -254,6 +256,17 @@ def _iterate(kernel: Kernel, problem: TransportProblem, abs_tol: float, budget: 
             retry_scaling = False
         it += 1
     return _Run(kernel, status, done + it, row_mass, error)
+
+
+def _restart_at(reg: float, run: _Run, problem: TransportProblem) -> _Run:
+    """The Gibbs plan at ``reg`` from an earlier stage's potentials with its columns
+    made exact (log domain: nothing can underflow), to certify a run that stopped early."""
+    kernel = StreamedKernel(problem, *run.kernel.potentials(), reg)
+    kernel.mass(1)
+    kernel.fit(1)
+    row_mass = kernel.mass(0)
+    return _Run(kernel, run.status, run.n_iter, row_mass,
+                float((row_mass - problem.a).abs().sum()))
 
 
 def _log_domain_step(kernel: ScaledKernel, problem: TransportProblem, retry_scaling: bool

@@ -13,7 +13,7 @@ import ot as pot
 import pytest
 import torch
 
-from certopt import Status
+from certopt import ConvergenceWarning, Status
 from certopt import ot as cot
 from certopt.core.progress import progress
 from certopt.ot import gibbs, streaming
@@ -153,6 +153,18 @@ def test_eps_scaling_is_the_default_at_small_reg_and_saves_iterations():
     assert schedule[-1] == reg and all(p / q <= 4 + 1e-12 for p, q in zip(schedule, schedule[1:]))
     assert sinkhorn_module.eps_schedule(TransportProblem.from_inputs(None, None, C), 0.1 * C.max(),
                                         None) == [0.1 * C.max()]
+
+
+def test_a_run_out_of_iterations_is_reported_and_still_certified_at_reg():
+    a, b, C = point_cloud_problem(30, 25, seed=13)
+    with pytest.warns(ConvergenceWarning):
+        res = cot.sinkhorn(a, b, C, 0.001, max_iter=15)       # stops in an early eps stage
+    assert res.status is Status.MAX_ITER and res.n_iter == 15
+    assert res.residuals["dual_plan_marginal"] > 1e-3
+    assert res.marginal_error <= 1e-12
+    assert res.objective == pytest.approx(_entropic(res.plan, C, 0.001), rel=1e-12)
+    optimum = _entropic(_pot_log(a, b, C, 0.001), C, 0.001)
+    assert res.dual_value <= optimum <= res.objective and res.gap > 1e-3
 
 
 def test_torch_input_is_not_modified_and_comes_back_alike():
