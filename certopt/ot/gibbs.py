@@ -73,16 +73,18 @@ class StreamedKernel:
         lse = self._logsumexp(side, shift=self.eps * weights.log())
         return torch.exp(self.potential[side] / self.eps + lse)
 
-    def block(self, rows: slice, cols: slice, cost_block: torch.Tensor) -> torch.Tensor:
-        f, g = self.potential
+    def block(self, rows: slice, cols: slice, cost_block: torch.Tensor,
+              potentials: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``T[rows, cols]`` (at other ``potentials`` if given)."""
+        f, g = self.potential if potentials is None else potentials
         return torch.exp((f[rows, None] + g[None, cols] - cost_block) / self.eps)
 
     def plan(self, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
         """``diag(row_scale) T diag(col_scale)``, assembled block by block."""
-        f = self.potential[0] + self.eps * row_scale.log()
-        g = self.potential[1] + self.eps * col_scale.log()
-        return assemble(self.cost, lambda block, rows, cols: torch.exp(
-            (f[rows, None] + g[None, cols] - block) / self.eps))
+        shifted = (self.potential[0] + self.eps * row_scale.log(),
+                   self.potential[1] + self.eps * col_scale.log())
+        return assemble(self.cost, lambda block, rows, cols: self.block(rows, cols, block,
+                                                                        shifted))
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.potential[0], self.potential[1]

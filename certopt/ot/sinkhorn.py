@@ -36,7 +36,7 @@ a lower bound, and ``gap = objective - dual_value >= 0`` certifies both.
 Both are sums of many floating-point terms: ``dual_value`` is lowered by a
 bound on the round-off of the two evaluations (``_Measured``), so that the
 inequality also holds for the computed numbers (relative slack about
-``1e-15 log(n m)``).
+``1e-16 (log2(n m) + number of blocks)``).
 The row error before rounding is the residual ``dual_plan_marginal``.
 """
 
