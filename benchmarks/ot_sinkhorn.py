@@ -9,15 +9,16 @@ in {0.05, 0.01, 0.001}; ``--quick``: n = 1000, d = 2 (under a minute).
 Every solver is stopped at the same accuracy, L1 marginal error 1e-6:
 
 * certopt ``ot.sinkhorn`` with its defaults (``tol=1e-6``: row error of the
-  Gibbs plan, columns exact; the returned plan is then rounded onto U(a, b))
-  and with ``eps_scaling=False`` (the plain iteration, as POT's);
+  Gibbs plan, columns exact; the returned plan is then rounded onto U(a, b)),
+  with ``eps_scaling=False`` (the plain iteration, as POT's) and in the log
+  domain (``method="log"``, streamed, what runs with ``return_plan=False``);
 * POT's ``ot.sinkhorn`` (scaling domain), ``ot.bregman.sinkhorn_log`` and
   ``ot.bregman.sinkhorn_stabilized``: they run the same iteration map as
   certopt's plain Sinkhorn, so each is given exactly the plain iteration
   count certopt needed (``stopThr=0``) and the L1 error of the plan it
-  returns is printed to show the accuracy is the same.  A baseline whose
-  run would exceed ``--budget`` CPU seconds runs ``--probe`` iterations and
-  its time is extrapolated linearly (marked ``~``);
+  returns is printed to show the accuracy is the same.  A log-domain or POT
+  run that would exceed ``--budget`` CPU seconds runs ``--probe`` iterations
+  and its time is extrapolated linearly (marked ``~``);
 * OTT-JAX and geomloss when importable (skipped with a message otherwise).
 
 Printed per solver: CPU seconds (``time.process_time``, one thread unless
@@ -51,6 +52,8 @@ if ARGS is not None:                      # before numpy/torch load their thread
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(ARGS.threads)
 
+import ctypes  # noqa: E402
+import gc  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
@@ -82,8 +85,11 @@ def l1_error(plan: np.ndarray, a: np.ndarray) -> float:
 
 
 def _peak_reset() -> int:
-    """Reset the peak RSS (Linux: ``echo 5 > /proc/self/clear_refs``); current RSS in KiB."""
+    """Return freed heap to the OS and reset the peak RSS (Linux: ``malloc_trim``,
+    ``echo 5 > /proc/self/clear_refs``); the current RSS in KiB, -1 elsewhere."""
+    gc.collect()
     try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
         return _status_kib("VmRSS")
@@ -111,12 +117,22 @@ def measured(call):
     return out, seconds, peak
 
 
-def run_certopt(cost, reg, device, **options) -> dict:
+def run_certopt(cost, reg, device, budget=None, iterations=None, probe=None, **options) -> dict:
+    """certopt's sinkhorn; with ``budget``, a run expected to exceed it (from a
+    ``probe``-iteration run, for ``iterations`` in all) is extrapolated instead."""
     data = torch.tensor(cost, device=device) if device.type == "cuda" else cost
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res, seconds, peak = measured(lambda: cot.sinkhorn(None, None, data, reg, tol=TOL,
-                                                           **options))
+
+    def call(**extra):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cot.sinkhorn(None, None, data, reg, tol=TOL, **options, **extra)
+
+    if budget is not None:
+        _, probe_seconds, _ = measured(lambda: call(max_iter=min(probe, iterations)))
+        estimate = probe_seconds / min(probe, iterations) * iterations
+        if estimate > budget:
+            return _extrapolated(estimate, iterations)
+    res, seconds, peak = measured(call)
     plan = res.plan.cpu().numpy() if isinstance(res.plan, torch.Tensor) else res.plan
     a = np.full(cost.shape[0], 1 / cost.shape[0])
     return dict(seconds=seconds, iters=res.n_iter, error=l1_error(plan, a),
@@ -136,14 +152,18 @@ def run_pot(solver, cost, reg, iterations, budget, probe) -> dict:
     _, probe_seconds, _ = measured(lambda: call(min(probe, iterations)))
     estimate = probe_seconds / min(probe, iterations) * iterations
     if estimate > budget:
-        return dict(seconds=estimate, iters=iterations, error=float("nan"),
-                    objective=float("nan"), gap=float("nan"), peak=float("nan"),
-                    status="extrapolated", estimated=True)
+        return _extrapolated(estimate, iterations)
     plan, seconds, peak = measured(lambda: call(iterations))
     error = l1_error(plan, a)
     return dict(seconds=seconds, iters=iterations, error=error, objective=entropic(plan, cost, reg),
                 gap=float("nan"), peak=peak,
                 status="ok" if np.isfinite(error) and error <= 10 * TOL else "FAILED")
+
+
+def _extrapolated(seconds: float, iterations: int) -> dict:
+    nan = float("nan")
+    return dict(seconds=seconds, iters=iterations, error=nan, objective=nan, gap=nan, peak=nan,
+                status="extrapolated", estimated=True)
 
 
 POT_SOLVERS = {
@@ -182,6 +202,9 @@ def main(args: argparse.Namespace) -> None:
                     "certopt eps_scaling=False": run_certopt(cost, reg, device,
                                                              eps_scaling=False)}
             plain_iterations = rows["certopt eps_scaling=False"]["iters"]
+            rows["certopt method=log"] = run_certopt(
+                cost, reg, device, budget, plain_iterations, args.probe, method="log",
+                eps_scaling=False)
             for name, solver in POT_SOLVERS.items():
                 rows[name] = run_pot(solver, cost, reg, plain_iterations, budget, args.probe)
             ours = rows["certopt sinkhorn"]["seconds"]
