@@ -136,6 +136,13 @@ def test_without_the_plan_nothing_n_by_m_is_stored(monkeypatch):
         assert getattr(lazy, name) == pytest.approx(getattr(full, name), rel=1e-10)
     assert lazy.gap >= 0 and lazy.marginal_error <= 1e-12
     np.testing.assert_allclose(lazy.potentials[0], full.potentials[0], rtol=0, atol=1e-9)
+    monkeypatch.undo()
+    # the stored kernel, forced, measures its rounded plan block by block alike
+    kernel_only = cot.sinkhorn(None, None, PointCloudCost(x, y), 0.5, tol=1e-10,
+                               method="scaling", return_plan=False)
+    assert kernel_only.plan is None
+    assert kernel_only.objective == pytest.approx(full.objective, rel=1e-12)
+    assert kernel_only.residuals == pytest.approx(full.residuals, rel=0, abs=1e-14)
 
 
 def test_eps_scaling_is_the_default_at_small_reg_and_saves_iterations():
