@@ -59,6 +59,7 @@ def make_result(
     history: Mapping[str, list[float]] | None = None,
     extra: Mapping[str, float] | None = None,
     measured: tuple[float, Mapping[str, float]] | None = None,
+    plan_owned: bool = False,
 ) -> TransportResult:
     """Assemble a :class:`TransportResult` from a solver's torch outputs.
 
@@ -68,6 +69,8 @@ def make_result(
     ``extra`` adds named residuals (e.g. ``max_column_nnz``).  A solver that
     measures its plan block by block passes ``measured = (<C, plan>,
     marginal residuals)``; its ``plan`` may then be None (never stored).
+    ``plan_owned``: nothing else refers to ``plan``, so a numpy result may
+    share its memory instead of copying ``n m`` numbers.
     """
     if measured is None:
         cost, residuals = problem.cost(plan), problem.marginal_errors(plan)
@@ -79,7 +82,7 @@ def make_result(
     wrap = problem.spec.wrap
     f, g = potentials
     return TransportResult(
-        plan=None if plan is None else wrap(plan),
+        plan=None if plan is None else _hand_over(problem, plan, plan_owned),
         cost=cost,
         objective=objective,
         bound=float(dual_value),
@@ -91,3 +94,12 @@ def make_result(
         solve_time=float(solve_time),
         history=dict(history or {}),
     )
+
+
+def _hand_over(problem: TransportProblem, plan: torch.Tensor, owned: bool) -> ArrayLike:
+    """The plan as the user's kind: without a copy when the solver owns it and the
+    user wants a numpy array of its dtype (``Tensor.numpy`` shares the memory)."""
+    spec = problem.spec
+    if owned and not spec.is_torch and plan.device.type == "cpu" and plan.dtype == spec.dtype:
+        return plan.detach().numpy()
+    return spec.wrap(plan)

@@ -187,7 +187,7 @@ def sinkhorn(
                        measured=(measured.cost, measured.residuals), dual_value=dual_value,
                        potentials=(f, g), status=run.status, n_iter=run.n_iter,
                        solve_time=time.perf_counter() - start, history=history,
-                       extra={"dual_plan_marginal": run.error})
+                       extra={"dual_plan_marginal": run.error}, plan_owned=True)
 
 
 def eps_schedule(problem: TransportProblem, reg: float, eps_scaling: bool | None) -> list[float]:

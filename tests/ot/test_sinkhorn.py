@@ -69,6 +69,7 @@ def test_rounded_plan_is_feasible_and_the_gap_certifies_it(reg):
     assert res.status is Status.OPTIMAL
     assert np.abs(plan.sum(1) - a).sum() <= 1e-12 and np.abs(plan.sum(0) - b).sum() <= 1e-12
     assert res.marginal_error <= 1e-12
+    assert not np.shares_memory(plan, C)          # handed over without a copy, not aliased
     assert 1e-12 < res.residuals["dual_plan_marginal"] <= 1e-8     # before rounding
     assert res.objective == pytest.approx(_entropic(plan, C, reg), rel=1e-12, abs=1e-14)
     assert res.cost == pytest.approx(float((C * plan).sum()), rel=1e-12)
