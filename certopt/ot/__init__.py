@@ -7,7 +7,8 @@ the status and timings.
 
 * :func:`sparse`: at most ``k`` nonzeros per plan column (Liu et al. 2023);
 * :func:`quadratic`: quadratically regularised OT (``sparse`` with k = n);
-* :func:`sinkhorn`: entropic OT, log-domain Sinkhorn;
+* :func:`sinkhorn`: entropic OT (Sinkhorn in the scaling or log domain, with
+  eps-scaling), its plan rounded onto the marginals, certified;
 * :func:`exact`: unregularised OT by POT's network simplex, certified;
 * :func:`class_based`: class-structured OT with a sum-of-norms regulariser.
 

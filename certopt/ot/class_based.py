@@ -25,7 +25,7 @@ CPU or the GPU alike.
 
 Certificate.  The plan ``T(alpha, beta)`` of a dual point meets the
 marginals only approximately.  It is therefore *rounded* onto ``U(a, b)``
-(Altschuler, Weed & Rigollet 2017, Alg. 2: scale rows down to at most
+(:mod:`certopt.ot.rounding`; Altschuler, Weed & Rigollet 2017, Alg. 2: scale rows down to at most
 ``a``, columns down to at most ``b``, then add the rank-one correction
 ``err_r err_c^T / ||err_r||_1``), which moves at most
 ``2 (||T1 - a||_1 + ||T^T 1 - b||_1)`` of mass.  The returned plan is thus
@@ -51,7 +51,8 @@ from certopt.ot.dual_ascent import METHODS as OPTIMIZERS
 from certopt.ot.dual_ascent import maximize
 from certopt.ot.group_shrinkage import group_norm_sum, group_shrinkage
 from certopt.ot.problem import TransportProblem
-from certopt.ot.result import TransportResult, make_result
+from certopt.ot.result import TransportResult, make_result, rounded_plan_tol
+from certopt.ot.rounding import round_to_marginals
 
 Method = Literal["accelerated", "cvxpy"]
 METHODS: tuple[str, ...] = ("accelerated", "cvxpy")
@@ -81,25 +82,6 @@ def class_labels(labels: ArrayLike, n: int, device: torch.device) -> tuple[torch
         raise InputTypeError(f"labels: expected integer class labels, got dtype {values.dtype}")
     classes, codes = np.unique(values, return_inverse=True)
     return torch.as_tensor(codes.reshape(-1), dtype=torch.int64, device=device), len(classes)
-
-
-def round_to_marginals(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Project a nonnegative plan onto ``U(a, b)`` (Altschuler et al. 2017, Alg. 2).
-
-    Rows are scaled down to at most ``a``, then columns to at most ``b``;
-    the missing masses ``err_r = a - T'1``, ``err_c = b - T'^T 1`` (both
-    nonnegative, equal totals) are added as ``err_r err_c^T / ||err_r||_1``.
-    ``||result - plan||_1 <= 2 (||plan 1 - a||_1 + ||plan^T 1 - b||_1)``.
-    """
-    tiny = torch.finfo(plan.dtype).tiny
-    rows = plan.sum(1)
-    scaled = plan * torch.where(rows > a, a / rows.clamp_min(tiny), torch.ones_like(a))[:, None]
-    cols = scaled.sum(0)
-    scaled = scaled * torch.where(cols > b, b / cols.clamp_min(tiny), torch.ones_like(b))[None]
-    row_deficit = (a - scaled.sum(1)).clamp_min(0)
-    col_deficit = (b - scaled.sum(0)).clamp_min(0)
-    total = row_deficit.sum()
-    return scaled + torch.outer(row_deficit, col_deficit) / total.clamp_min(tiny)
 
 
 class ClassBasedDual:
@@ -342,6 +324,7 @@ def _solve_accelerated(dual: ClassBasedDual, *, max_iter: int, tol: float, verbo
         solve_time=time.perf_counter() - start,
         history=out.history,
         extra={"dual_plan_marginal": dual_plan_marginal},
+        marginal_tol=rounded_plan_tol(problem),
     )
 
 
@@ -378,4 +361,5 @@ def _solve_cvxpy(dual: ClassBasedDual) -> TransportResult:
         n_iter=0,
         solve_time=time.perf_counter() - start,
         extra={"dual_plan_marginal": solver_marginal},
+        marginal_tol=rounded_plan_tol(problem),
     )

@@ -25,7 +25,7 @@ from certopt.core.arrays import ArrayLike, check_scalar
 from certopt.core.errors import ConvergenceWarning
 from certopt.core.result import Status
 from certopt.ot.problem import TransportProblem
-from certopt.ot.result import TransportResult, make_result
+from certopt.ot.result import TransportResult, make_result, rounded_plan_tol
 
 _RESULT_CODES = {0: Status.INFEASIBLE, 1: Status.OPTIMAL, 2: Status.UNBOUNDED,
                  3: Status.MAX_ITER}
@@ -94,4 +94,5 @@ def exact(
         n_iter=0,
         solve_time=time.perf_counter() - start,
         extra={"dual_infeasibility": max(dual_infeasibility, 0.0)},
+        marginal_tol=rounded_plan_tol(problem),
     )

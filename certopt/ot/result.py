@@ -25,13 +25,14 @@ class TransportResult(SolverResult):
 
     Attributes
     ----------
-    plan : (n, m) array, same kind, dtype and device as the input ``C``.
+    plan : (n, m) array, same kind, dtype and device as the input ``C``;
+        None when the solver was asked not to store it.
     cost : <C, plan>.
     potentials : dual potentials ``(f, g)`` ((n,), (m,)); ``g`` is None for
         semi-dual solvers.
     """
 
-    plan: ArrayLike
+    plan: ArrayLike | None
     cost: float
     potentials: tuple[ArrayLike, ArrayLike | None]
     gap_certified: bool = False
@@ -51,9 +52,15 @@ class TransportResult(SolverResult):
         return max(self.residuals["source_marginal"], self.residuals["target_marginal"])
 
 
+def rounded_plan_tol(problem: TransportProblem) -> float:
+    """Absolute L1 marginal tolerance for a plan put on ``U(a, b)`` by rounding or
+    pivoting: ``sqrt(eps)`` of its dtype times the mass, far above that round-off."""
+    return math.sqrt(torch.finfo(problem.a.dtype).eps) * float(problem.a.sum())
+
+
 def make_result(
     problem: TransportProblem,
-    plan: torch.Tensor,
+    plan: torch.Tensor | None,
     *,
     regulariser: float,
     dual_value: float,
@@ -64,6 +71,8 @@ def make_result(
     history: Mapping[str, list[float]] | None = None,
     extra: Mapping[str, float] | None = None,
     marginal_tol: float | None = None,
+    measured: tuple[float, Mapping[str, float]] | None = None,
+    plan_owned: bool = False,
 ) -> TransportResult:
     """Assemble a :class:`TransportResult` from a solver's torch outputs.
 
@@ -72,10 +81,17 @@ def make_result(
     the returned plan, never taken from the solver's internal state.
     ``extra`` adds named residuals (e.g. ``max_column_nnz``).  ``marginal_tol``
     (absolute L1): the gap is certified when both marginal errors are at most it.
+    A solver that
+    measures its plan block by block passes ``measured = (<C, plan>,
+    marginal residuals)``; its ``plan`` may then be None (never stored).
+    ``plan_owned``: nothing else refers to ``plan``, so a numpy result may
+    share its memory instead of copying ``n m`` numbers.
     """
-    cost = problem.cost(plan)
+    if measured is None:
+        cost, residuals = problem.cost(plan), problem.marginal_errors(plan)
+    else:
+        cost, residuals = float(measured[0]), dict(measured[1])
     objective = cost + float(regulariser)
-    residuals = problem.marginal_errors(plan)
     if extra:
         residuals.update({k: float(v) for k, v in extra.items()})
     wrap = problem.spec.wrap
@@ -85,7 +101,7 @@ def make_result(
                  and max(residuals["source_marginal"], residuals["target_marginal"])
                  <= marginal_tol)
     return TransportResult(
-        plan=wrap(plan),
+        plan=None if plan is None else _hand_over(problem, plan, plan_owned),
         cost=cost,
         objective=objective,
         bound=float(dual_value),
@@ -98,3 +114,12 @@ def make_result(
         solve_time=float(solve_time),
         history=dict(history or {}),
     )
+
+
+def _hand_over(problem: TransportProblem, plan: torch.Tensor, owned: bool) -> ArrayLike:
+    """The plan as the user's kind: without a copy when the solver owns it and the
+    user wants a numpy array of its dtype (``Tensor.numpy`` shares the memory)."""
+    spec = problem.spec
+    if owned and not spec.is_torch and plan.device.type == "cpu" and plan.dtype == spec.dtype:
+        return plan.detach().numpy()
+    return spec.wrap(plan)

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from certopt.core.errors import ConvergenceWarning, InputTypeError, InputValueError
 from certopt.core.result import Status
-from certopt.ot.class_based import class_based, round_to_marginals
+from certopt.ot.class_based import class_based
 from certopt.ot.group_shrinkage import group_shrinkage
 from certopt.ot.reference import class_based_reference
+from certopt.ot.rounding import round_to_marginals
 
 
 @pytest.fixture(autouse=True, scope="module")
