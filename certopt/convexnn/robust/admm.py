@@ -46,7 +46,7 @@ Anderson acceleration (``options.anderson_memory`` = m > 0) extrapolates
 T^ANDERSON_INTERVAL from its last m pairs (safeguarded,
 :mod:`certopt.core.anderson`).
 
-Polish (:mod:`robust_polish`) at iterations 50, 100, 200, 400, 800, then
+Polish (:mod:`.polish`) at iterations 50, 100, 200, 400, 800, then
 every 500 and at the last one, when the iterate is near the cones
 (``POLISH_VIOLATION``): Newton on the piece the split variables identify;
 its multipliers are one more dual guess.  Once a candidate is
@@ -105,14 +105,14 @@ import torch
 
 from certopt.convexnn.admm import anderson_accelerator, anderson_advance, group_shrink
 from certopt.convexnn.problem import SolverOptions
-from certopt.convexnn.robust import (
+from certopt.convexnn.robust.losses import RobustLoss, soft_threshold
+from certopt.convexnn.robust.polish import polish
+from certopt.convexnn.robust.problem import (
     GroupOperators,
     RobustProblem,
     RobustResult,
     make_robust_result,
 )
-from certopt.convexnn.robust_losses import RobustLoss, soft_threshold
-from certopt.convexnn.robust_polish import polish
 from certopt.core.arrays import check_scalar
 from certopt.core.errors import ConvergenceWarning, InputValueError
 from certopt.core.progress import progress
