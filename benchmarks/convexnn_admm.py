@@ -16,12 +16,7 @@ network (math note section 1):
   or the time budget (5x ADMM's time, at least 5 s; 8 s with --quick)
   runs out.
 
-Measured (quiet 2-core CPU, --threads 1 unless said; n = 2000, d = 50, P = 100):
-
-    ADMM, default options      2740 it   24.6 s   (2 threads: 21.3 s wall)
-    ADMM, --cone-weight 1.414  1690 it   15.8 s
-    cvxpy + Clarabel (1 thread)          262.4 s  -> 10.7x (12.3x; 16.7x)
-    cvxpy + SCS                          not finished in 25 minutes (earlier run)
+Readings: benchmarks/RESULTS.md.
 
 Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
        [--skip-scs] [--size N D P] [--threads T] [--reference FILE] [--save FILE]

@@ -12,23 +12,7 @@ with the bias, P = 20, lam = 1e-3, hinge).  Times are CPU seconds
 (time.process_time; the machine may be shared); cvxpy's include its
 compilation.
 
-Measured (2 shared CPU cores, --threads 1, CPU seconds), with candidates
-outside the robust cones counted and rho = RHO_PER_LAM * lam / sigma:
-  scoreboard n = 30, d = 3, P = 10, seeds 0 and 1: 8 of 8 certified, 100-2300
-  iterations, 0.2-2.5 s (Clarabel 0.03-0.05 s); at eps 0.1 all four return a
-  network outside the cones certified 5-17% below Clarabel's optimum of the cone
-  program (negative gaps).
-  --quick (n = 20, d = 2, P = 6, seeds 2 and 3): 8 of 8.
-  seeds 6 and 7 at eps 0.05 and 0.2: 8 of 8 (50-1770 iterations, up to 42% below
-  Clarabel; the hinge one at seed 6, eps 0.05, stalled 3.3% off the cone optimum
-  when only points in the cones counted).
-  breast cancer (hinge, lam = 1e-3; cone optima 1 (zero network), 0.423, 0.0477):
-    n = 250, eps 0.1:   OPTIMAL,  540 iterations, 1.4 s vs Clarabel  6.4 s, 81% below
-    n = 398, eps 0.1:   OPTIMAL,  570 iterations, 1.6 s vs Clarabel 15.6 s, 81% below
-    n = 250, eps 0.05:  OPTIMAL,  870 iterations, 2.3 s vs Clarabel 25.5 s, 79% below
-    n = 250, eps 0.03:  OPTIMAL, 2480 iterations, 6.1 s vs Clarabel 21.2 s, 12% below
-  (before: rho 1e-3 and only cone-feasible candidates: eps 0.05 and 0.03 MAX_ITER
-  after 10000 iterations, 20 s, 18% and 63% above).
+Readings: benchmarks/RESULTS.md.
 
     python benchmarks/convexnn_robust.py --quick
     python benchmarks/convexnn_robust.py --threads 1

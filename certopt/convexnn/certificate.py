@@ -36,9 +36,8 @@ NNLS_STEPS = 300
 
 NNLS_MIN_PROGRESS = 0.01
 """The multiplier fit stops when, over ``check_every`` steps, the largest block norm's
-excess over lam shrank by less than this fraction (measured at n = 2000, d = 50,
-P = 100 from the ADMM's warm start: 300 steps raised the bound by 4e-8 relative,
-for 1.5 s of 30 s)."""
+excess over lam shrank by less than this fraction (from a solver's warm start, more
+steps barely raise the bound; benchmarks/RESULTS.md)."""
 
 
 def scaled_dual_bound(problem: ConvexReLUProblem, dual: torch.Tensor, mu: torch.Tensor,

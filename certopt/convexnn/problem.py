@@ -57,7 +57,7 @@ class SolverOptions:
     linear_solver : the ADMM's u-system solver, ``"direct"`` (n x n factor),
         ``"cg"`` (matrix free) or ``"auto"`` (direct up to a size).
     cone_weight : the ADMM's weight gamma > 0 of the cone block, t = gamma G u (a penalty
-        gamma^2 rho on the cone constraints, rho on the others; measured in :mod:`admm`).
+        gamma^2 rho on the cone constraints, rho on the others; see :mod:`admm`).
     """
 
     max_iter: int = 10_000
