@@ -12,12 +12,12 @@ multi-class, column k holds class k's neurons, zeros elsewhere);
 one-vs-rest problems); ``certificate_`` (a
 :class:`~certopt.convexnn.result.ConvexNNResult`); ``n_neurons_``;
 ``n_iter_`` (solver iterations, at least 1).
-Predictions are numpy arrays, or torch tensors when X is a tensor.
+Outputs follow X: numpy in, numpy out; a tensor in, a tensor on its device out;
+float32 in, float32 out (float64 for non-float input).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,22 +26,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from certopt.convexnn.admm import solve_admm
-from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
-from certopt.convexnn.reference import solve_cvxpy
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions, check_flag
 from certopt.convexnn.result import ConvexNNResult, combine_results
-from certopt.convexnn.sampled import solve_sampled
-from certopt.core.arrays import check_scalar, resolve_device
+from certopt.convexnn.solvers import SOLVERS, solve
+from certopt.core.arrays import ArraySpec, check_scalar, resolve_device, spec_of
 from certopt.core.errors import InputValueError
-
-Solver = Callable[[ConvexReLUProblem, SolverOptions], ConvexNNResult]
-
-SOLVERS: dict[str, Solver] = {
-    "admm": solve_admm,
-    "cvxpy": solve_cvxpy,
-    "sampled": solve_sampled,
-}
-"""Solver name -> function(problem, options) returning a certified result."""
 
 
 def _validate(estimator: BaseEstimator, X: Any, y: Any = "no_validation", *, reset: bool,
@@ -70,14 +59,15 @@ class _ConvexReLUBase(BaseEstimator):
     def _options(self) -> SolverOptions:
         max_iter = check_scalar(self.max_iter, "max_iter", low=1, integer=True)
         tol = check_scalar(self.tol, "tol", low=0.0, low_inclusive=False)
-        return SolverOptions(max_iter=max_iter, tol=tol, verbose=bool(self.verbose))
+        return SolverOptions(max_iter=max_iter, tol=tol,
+                             verbose=check_flag(self.verbose, "verbose"))
 
-    def _check_solver(self) -> Solver:
-        if self.solver not in SOLVERS:
+    def _check_solver(self) -> str:
+        if not isinstance(self.solver, str) or self.solver not in SOLVERS:
             raise InputValueError(
                 f"solver: expected one of {sorted(SOLVERS)}, got {self.solver!r}"
             )
-        return SOLVERS[self.solver]
+        return self.solver
 
     def _fit_targets(self, X: np.ndarray, targets: list[np.ndarray]) -> None:
         """Solve one convex program per column of targets; store the network."""
@@ -104,18 +94,18 @@ class _ConvexReLUBase(BaseEstimator):
         self.n_neurons_ = int(self.hidden_weights_.shape[0])
         self.n_iter_ = max(1, self.certificate_.n_iter)
 
-    def _solve(self, problem: ConvexReLUProblem, solver: Solver,
+    def _solve(self, problem: ConvexReLUProblem, solver: str,
                options: SolverOptions) -> ConvexNNResult:
-        return solver(problem, options)
+        return solve(problem, options, solver)
 
-    def _decision(self, X: Any) -> tuple[torch.Tensor, bool]:
-        """(n, n_outputs) float64 outputs and whether X was a torch tensor."""
+    def _decision(self, X: Any) -> tuple[torch.Tensor, ArraySpec]:
+        """(n, n_outputs) float64 outputs and the kind, dtype and device of X."""
         check_is_fitted(self, "hidden_weights_")
-        is_torch = isinstance(X, torch.Tensor)
+        spec = spec_of(X)
         X = _validate(self, X, reset=False)
         X_aug = ConvexReLUProblem.augment(torch.from_numpy(X), self.fit_intercept)
         hidden = torch.relu(X_aug @ torch.from_numpy(self.hidden_weights_).T)
-        return hidden @ torch.from_numpy(self.output_weights_), is_torch
+        return hidden @ torch.from_numpy(self.output_weights_), spec
 
     def to_torch(self) -> torch.nn.Sequential:
         """The network as ``Sequential(Linear(d, m, bias=fit_intercept), ReLU(), Linear(m, k))``.
@@ -138,10 +128,6 @@ class _ConvexReLUBase(BaseEstimator):
         return torch.nn.Sequential(first, torch.nn.ReLU(), second)
 
 
-def _wrap(values: torch.Tensor, is_torch: bool) -> np.ndarray | torch.Tensor:
-    return values if is_torch else values.numpy()
-
-
 class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     """Two-layer ReLU regression trained to global optimality by a convex program.
 
@@ -155,9 +141,12 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     ----------
     lam : regularisation lam > 0.
     n_patterns : int (sampled Gaussian gates) or ``"all"``.
-    solver : a key of :data:`SOLVERS` (``"admm"``, ``"cvxpy"``, ``"sampled"``).
+    solver : a key of :data:`SOLVERS`: ``"auto"`` (by size, :mod:`.solvers`),
+        ``"admm"``, ``"cvxpy"`` (interior point) or ``"sampled"``.
     fit_intercept : append a bias to the hidden layer (regularised like the weights).
-    max_iter, tol : iteration limit and relative tolerance of iterative solvers.
+    max_iter : iteration limit of iterative solvers.
+    tol : the certified relative gap every solver stops at: F <= (1 + tol) times the
+        optimum of the program (status OPTIMAL), as proved by ``certificate_``.
     device : torch device of the solve (``None``: CPU).
     random_state : seed of the sampled patterns.
     verbose : progress bar.
@@ -165,8 +154,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
 
     _loss = "squared"
 
-    def __init__(self, lam: float = 1e-3, n_patterns: int | str = 100, solver: str = "admm",
-                 fit_intercept: bool = True, max_iter: int = 10_000, tol: float = 1e-6,
+    def __init__(self, lam: float = 1e-3, n_patterns: int | str = 100, solver: str = "auto",
+                 fit_intercept: bool = True, max_iter: int = 10_000, tol: float = 1e-4,
                  device: str | None = None, random_state: Any = None, verbose: bool = False):
         self.lam = lam
         self.n_patterns = n_patterns
@@ -190,8 +179,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         (A regressor has no ``decision_function``: scikit-learn forbids it;
         ``to_torch()`` reproduces ``predict``.)
         """
-        values, is_torch = self._decision(X)
-        return _wrap(values[:, 0], is_torch)
+        values, spec = self._decision(X)
+        return spec.wrap(values[:, 0])
 
 
 class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
@@ -211,8 +200,8 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     """
 
     def __init__(self, loss: str = "hinge", lam: float = 1e-3, n_patterns: int | str = 100,
-                 solver: str = "admm", fit_intercept: bool = True, max_iter: int = 10_000,
-                 tol: float = 1e-6, device: str | None = None, random_state: Any = None,
+                 solver: str = "auto", fit_intercept: bool = True, max_iter: int = 10_000,
+                 tol: float = 1e-4, device: str | None = None, random_state: Any = None,
                  verbose: bool = False, adversarial_eps: float = 0.0,
                  adversarial_norm: str = "inf"):
         self.loss = loss
@@ -239,14 +228,14 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
             return 0.0
         return check_robust_settings(self.adversarial_eps, self.adversarial_norm, self.loss)
 
-    def _solve(self, problem: ConvexReLUProblem, solver: Solver,
+    def _solve(self, problem: ConvexReLUProblem, solver: str,
                options: SolverOptions) -> ConvexNNResult:
         eps = self._robust_eps()
         if eps == 0.0:
-            return solver(problem, options)
+            return solve(problem, options, solver)
         from certopt.convexnn.robust import fit_robust
 
-        result = fit_robust(problem, eps, self.adversarial_norm, self.solver, options)
+        result = fit_robust(problem, eps, self.adversarial_norm, solver, options)
         self.robust_loss_ = result.robust_loss
         return result
 
@@ -269,11 +258,15 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
 
     def decision_function(self, X: Any) -> np.ndarray | torch.Tensor:
         """Network outputs: (n,) for two classes (> 0 means ``classes_[1]``), else (n, k)."""
-        values, is_torch = self._decision(X)
-        return _wrap(values[:, 0] if values.shape[1] == 1 else values, is_torch)
+        values, spec = self._decision(X)
+        return spec.wrap(values[:, 0] if values.shape[1] == 1 else values)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted labels (numpy, shape (n,))."""
-        values, _ = self._decision(X)
+    def predict(self, X: Any) -> np.ndarray | torch.Tensor:
+        """Predicted labels, shape (n,): a tensor on X's device when X is a tensor and the
+        labels are numeric (torch has no strings), else a numpy array."""
+        values, spec = self._decision(X)
         index = (values[:, 0] > 0).long() if values.shape[1] == 1 else values.argmax(dim=1)
-        return self.classes_[index.numpy()]
+        labels = self.classes_[index.numpy()]
+        if spec.is_torch and labels.dtype.kind in "biuf":
+            return torch.as_tensor(labels, device=spec.device)
+        return labels

@@ -47,8 +47,9 @@ class SolverOptions:
     Attributes
     ----------
     max_iter : iteration limit of iterative solvers.
-    tol : relative tolerance: ADMM stops when its primal and dual residuals
-        are below ``tol`` times the size of the iterates (see :mod:`admm`).
+    tol : the certified relative gap at which every solver stops: F of the returned
+        network minus the dual bound <= tol |bound|
+        (:func:`~certopt.convexnn.certificate.within_tolerance`).
     verbose : show a progress bar.
     rho : initial ADMM penalty; ``None`` picks one from the data.
     cvxpy_solver : cvxpy solver name for ``solver="cvxpy"`` (``None``: Clarabel or best).
@@ -69,6 +70,30 @@ class SolverOptions:
     adaptive_rho: bool = False
     linear_solver: str = "auto"
     cone_weight: float = 1.0
+
+
+MAX_PATTERN_BYTES = 2 ** 28
+"""Largest (P, n) float64 array of patterns accepted (256 MiB): the solvers hold a few
+dozen arrays of that shape."""
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool; anything but a Python or numpy boolean is an error."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputTypeError(f"{name}: expected True or False, got {value!r}")
+
+
+def check_pattern_memory(n_patterns: int, n_samples: int) -> None:
+    """Refuse ``n_patterns`` whose (P, n) float64 pattern array would exceed MAX_PATTERN_BYTES."""
+    estimate = n_patterns * n_samples * 8
+    if estimate > MAX_PATTERN_BYTES:
+        raise InputValueError(
+            f"n_patterns: {n_patterns} patterns of {n_samples} samples need about "
+            f"{estimate / 2 ** 20:.0f} MiB per (P, n) array (P n 8 bytes; the solvers hold "
+            f"several), above the limit of {MAX_PATTERN_BYTES / 2 ** 20:.0f} MiB; expected "
+            f"n_patterns <= {MAX_PATTERN_BYTES // (8 * n_samples)}"
+        )
 
 
 def _generator(random_state: Any) -> torch.Generator:
@@ -129,8 +154,9 @@ class ConvexReLUProblem:
         """Validate raw data, augment it and build its patterns.
 
         ``n_patterns`` is an int (sample that many Gaussian gates; duplicates
-        and the all-zero pattern are dropped, so P <= n_patterns) or ``"all"``
-        (every pattern; augmented rank <= 4).  Work happens on ``device``
+        and the all-zero pattern are dropped, so P <= n_patterns; n_patterns n 8
+        bytes at most MAX_PATTERN_BYTES) or ``"all"`` (every pattern; augmented
+        rank <= 4).  Work happens on ``device``
         (default: X's) in float64 on CPU and in X's floating dtype on CUDA.
         """
         spec = spec_of(X)
@@ -142,6 +168,7 @@ class ConvexReLUProblem:
         if n == 0 or X_t.shape[1] == 0:
             raise InputValueError(f"X: expected a non-empty matrix, got shape {tuple(X_t.shape)}")
         lam = check_scalar(lam, "lam", low=0.0, low_inclusive=False)
+        fit_intercept = check_flag(fit_intercept, "fit_intercept")
         loss_obj = get_loss(loss)
         loss_obj.check_targets(y_t)
         X_aug = cls.augment(X_t, fit_intercept)
@@ -154,11 +181,15 @@ class ConvexReLUProblem:
             is_global = True
         else:
             count = check_scalar(n_patterns, "n_patterns", low=1, integer=True)
+            check_pattern_memory(count, n)
             D = sample_patterns(X_aug, count, _generator(random_state))
             is_global = False
         if D.shape[0] == 0:
-            raise InputValueError("X: every activation pattern is empty (is X all zeros?)")
-        return cls(X_aug, y_t, D.to(dtype), loss_obj, lam, bool(fit_intercept), is_global)
+            raise InputValueError(
+                f"X: every sampled activation pattern of the {n} x {X_aug.shape[1]} data is "
+                "empty (no gate activates any sample); expected more n_patterns or another "
+                "random_state")
+        return cls(X_aug, y_t, D.to(dtype), loss_obj, lam, fit_intercept, is_global)
 
     @staticmethod
     def augment(X: torch.Tensor, fit_intercept: bool) -> torch.Tensor:

@@ -82,7 +82,7 @@ from collections.abc import Iterator
 import torch
 
 from certopt.convexnn.admm import group_shrink, solve_admm
-from certopt.convexnn.certificate import certify, fit_cone_multipliers
+from certopt.convexnn.certificate import certify, fit_cone_multipliers, within_tolerance
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
 from certopt.core.errors import ConvergenceWarning
@@ -322,11 +322,6 @@ def violated_patterns(problem: ConvexReLUProblem, support: torch.Tensor,
     norms = others.dual_constraint_norms(dual, mu, nu).amax(dim=0)
     missing[outside[norms > problem.lam * (1 + VIOLATION_SLACK)]] = True
     return missing
-
-
-def within_tolerance(objective: float, bound: float, tol: float) -> bool:
-    """The certified test F - bound <= tol |bound| (bound finite): then F <= (1 + tol) min G."""
-    return math.isfinite(bound) and objective - bound <= tol * abs(bound)
 
 
 def embed(values: torch.Tensor, support: torch.Tensor, P: int) -> torch.Tensor:

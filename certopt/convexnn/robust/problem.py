@@ -290,6 +290,11 @@ def make_robust_result(problem: RobustProblem, v: torch.Tensor, w: torch.Tensor,
     )
 
 
+ROBUST_IP_MAX_SIZE = 20_000
+"""``solver="auto"`` solves the robust program by cvxpy up to this n P d: Clarabel was
+the faster at n P d ~ 10^3 and the robust ADMM at ~ 10^5 (benchmarks/RESULTS.md)."""
+
+
 def fit_robust(problem: ConvexReLUProblem, eps: float, norm: Any = "inf", solver: str = "admm",
                options: SolverOptions | None = None) -> RobustResult:
     """Train the robust network of section 7 over ``problem``'s patterns.
@@ -299,12 +304,16 @@ def fit_robust(problem: ConvexReLUProblem, eps: float, norm: Any = "inf", solver
     problem : a hinge or squared loss :class:`ConvexReLUProblem` (data, targets, patterns, lam).
     eps : radius of the ell_inf ball (>= 0; 0 gives the standard program).
     norm : ``"inf"`` (the only ball supported).
-    solver : ``"admm"`` (:mod:`.admm`, torch, any device) or ``"cvxpy"``
-        (:mod:`.reference`, small problems).
+    solver : ``"admm"`` (:mod:`.admm`, torch, any device), ``"cvxpy"``
+        (:mod:`.reference`, small problems) or ``"auto"`` (cvxpy when n P d <=
+        ROBUST_IP_MAX_SIZE, else the ADMM).
     options : max_iter, tol, rho, verbose, cvxpy_solver.
     """
     robust = RobustProblem.from_problem(problem, eps, norm)
     options = options if options is not None else SolverOptions()
+    if solver == "auto":
+        size = problem.n_samples * problem.n_patterns * problem.n_features
+        solver = "cvxpy" if size <= ROBUST_IP_MAX_SIZE else "admm"
     if solver == "admm":
         from certopt.convexnn.robust.admm import robust_admm
         return robust_admm(robust, options)
@@ -312,5 +321,5 @@ def fit_robust(problem: ConvexReLUProblem, eps: float, norm: Any = "inf", solver
         from certopt.convexnn.robust.reference import solve_robust_cvxpy
         return solve_robust_cvxpy(robust, options)
     raise InputValueError(
-        f"solver: expected 'admm' or 'cvxpy' for adversarial training, got {solver!r}"
+        f"solver: expected 'auto', 'admm' or 'cvxpy' for adversarial training, got {solver!r}"
     )
