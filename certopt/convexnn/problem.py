@@ -49,7 +49,8 @@ class SolverOptions:
     max_iter : iteration limit of iterative solvers.
     tol : the certified relative gap at which every solver stops: F of the returned
         network minus the dual bound <= tol |bound|
-        (:func:`~certopt.convexnn.certificate.within_tolerance`).
+        (:func:`~certopt.convexnn.certificate.within_tolerance`).  1e-6 here, for
+        direct solver calls; the estimators and ``certopt train`` default to 1e-4.
     verbose : show a progress bar.
     rho : initial ADMM penalty; ``None`` picks one from the data.
     cvxpy_solver : cvxpy solver name for ``solver="cvxpy"`` (``None``: Clarabel or best).
