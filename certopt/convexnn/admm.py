@@ -447,8 +447,34 @@ def zero_network_result(problem: ConvexReLUProblem, solver: str) -> ConvexNNResu
                    solver=solver)
 
 
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """Where an ADMM solve ended, to start another on the same X and patterns.
+
+    ``x`` = (z, s, t) are the prox outputs and ``multipliers`` the unscaled duals
+    rho (a, b, c), both flat in the layout of :class:`_FixedPointMap` on data
+    rescaled by ``sigma``, at regularisation ``lam``; a new solve at lam' with
+    penalty rho' starts from p = x + (lam' / lam) multipliers / rho'.
+    """
+
+    x: torch.Tensor
+    multipliers: torch.Tensor
+    sigma: float
+    lam: float
+
+
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
+    """Run the ADMM on ``problem`` from zero; see :func:`solve_admm_from`."""
+    return solve_admm_from(problem, options, None)[0]
+
+
+def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
+                    warm_start: WarmStart | None) -> tuple[ConvexNNResult, WarmStart | None]:
     """Run the ADMM on ``problem`` (on its device) and certify the answer.
+
+    ``warm_start`` (from a solve on the same X, y and patterns, e.g. at another
+    lam on a regularisation path) replaces the zero start.  Returns the result and
+    the warm start for the next solve (None when the data are zero).
 
     Stops, status OPTIMAL, when the relative primal residual is <= tol (the point
     meets z = F u, s = u and its cones to tol: it solves the program, not only some
@@ -467,13 +493,21 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     check_scalar(options.max_iter, "max_iter", low=1, integer=True)
     sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
     if sigma == 0.0:
-        return zero_network_result(problem, "admm")
+        return zero_network_result(problem, "admm"), None
     T = _FixedPointMap(problem, options, sigma)
     T.set_rho(float(options.rho) if options.rho is not None else default_rho(problem))
     alpha = RELAXATION
     accelerator = anderson_accelerator(options)
     like = {"dtype": problem.X.dtype, "device": problem.X.device}
-    p = anchor = torch.zeros(sum(T.sizes), **like)
+    if warm_start is None:
+        p = anchor = torch.zeros(sum(T.sizes), **like)
+    else:
+        if warm_start.x.shape[0] != sum(T.sizes) or warm_start.sigma != sigma:
+            raise InputValueError("warm_start: expected the state of a solve on the same X, "
+                                  "loss and patterns")
+        # the multipliers scaled by the ratio of the lams (the group duals have norm lam)
+        scale = problem.lam / (warm_start.lam * T.rho)
+        p = anchor = torch.add(warm_start.x, warm_start.multipliers, alpha=scale)
     status, n_iter, last_rho_change = Status.MAX_ITER, 0, 0
     primal_rel = dual_rel = math.inf
     next_refit = 0
@@ -556,4 +590,5 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
         )
     elif status is Status.NUMERICAL:
         warnings.warn("admm: the iterates are not finite", ConvergenceWarning, stacklevel=2)
-    return result
+        return result, None
+    return result, WarmStart(x_next, T.rho * duals, sigma, problem.lam)

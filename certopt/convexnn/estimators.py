@@ -18,18 +18,20 @@ float32 in, float32 out (float64 for non-float input).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from certopt.convexnn.admm import WarmStart, solve_admm_from
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions, check_flag
 from certopt.convexnn.result import ConvexNNResult, combine_results
-from certopt.convexnn.solvers import SOLVERS, solve
-from certopt.core.arrays import ArraySpec, check_scalar, resolve_device, spec_of
+from certopt.convexnn.solvers import SOLVERS, choose_solver, solve
+from certopt.core.arrays import ArraySpec, as_tensor, check_scalar, resolve_device, spec_of
 from certopt.core.errors import InputValueError
 
 
@@ -51,6 +53,14 @@ def _validate(estimator: BaseEstimator, X: Any, y: Any = "no_validation", *, res
         raise InputValueError(f"X, y: {exc}") from exc
 
 
+def _check_path(lams: Any) -> list[float]:
+    """The regularisation path as distinct positive floats, largest first."""
+    values = as_tensor(lams, "lams", ndim=1)
+    if values.numel() == 0 or not bool((values > 0).all()):
+        raise InputValueError(f"lams: expected a non-empty 1-D array of values > 0, got {lams!r}")
+    return sorted({float(v) for v in values}, reverse=True)
+
+
 class _ConvexReLUBase(BaseEstimator):
     """Shared fitting and prediction of the two estimators."""
 
@@ -69,30 +79,65 @@ class _ConvexReLUBase(BaseEstimator):
             )
         return self.solver
 
-    def _fit_targets(self, X: np.ndarray, targets: list[np.ndarray]) -> None:
-        """Solve one convex program per column of targets; store the network."""
-        solver = self._check_solver()
-        options = self._options()
+    def _problems(self, X: np.ndarray, targets: list[np.ndarray]) -> list[ConvexReLUProblem]:
+        """One convex program per column of targets (the same patterns for each)."""
         device = resolve_device(self.device)
-        hidden, outputs, results = [], [], []
-        for column, target in enumerate(targets):
-            problem = ConvexReLUProblem.from_data(
-                X, target, lam=self.lam, loss=self._loss, n_patterns=self.n_patterns,
-                fit_intercept=self.fit_intercept, random_state=self.random_state, device=device,
-            )
-            result = self._solve(problem, solver, options)
+        return [ConvexReLUProblem.from_data(
+            X, target, lam=self.lam, loss=self._loss, n_patterns=self.n_patterns,
+            fit_intercept=self.fit_intercept, random_state=self.random_state, device=device,
+        ) for target in targets]
+
+    def _store(self, problems: list[ConvexReLUProblem], results: list[ConvexNNResult]) -> None:
+        """Set the fitted network and certificate from one result per program."""
+        hidden, outputs = [], []
+        for column, (problem, result) in enumerate(zip(problems, results)):
             U, alpha = problem.network(result.v, result.w)
             hidden.append(U.detach().to("cpu", torch.float64))
-            block = torch.zeros(alpha.shape[0], len(targets), dtype=torch.float64)
+            block = torch.zeros(alpha.shape[0], len(results), dtype=torch.float64)
             block[:, column] = alpha.detach().to("cpu", torch.float64)
             outputs.append(block)
-            results.append(result)
         self.hidden_weights_ = torch.cat(hidden).numpy()
         self.output_weights_ = torch.cat(outputs).numpy()
         self.certificate_ = results[0] if len(results) == 1 else combine_results(results)
         self.objective_ = float(sum(r.objective for r in results))
         self.n_neurons_ = int(self.hidden_weights_.shape[0])
         self.n_iter_ = max(1, self.certificate_.n_iter)
+
+    def _fit_targets(self, X: np.ndarray, targets: list[np.ndarray]) -> None:
+        """Solve one convex program per column of targets; store the network."""
+        solver, options = self._check_solver(), self._options()
+        problems = self._problems(X, targets)
+        self._store(problems, [self._solve(problem, solver, options) for problem in problems])
+
+    def _fit_path_targets(self, X: np.ndarray, targets: list[np.ndarray], lams: Any
+                          ) -> list[Any]:
+        """One fitted copy of this estimator per lam (decreasing), the ADMM warm started."""
+        solver, options = self._check_solver(), self._options()
+        lams = _check_path(lams)
+        problems = self._problems(X, targets)
+        starts: list[WarmStart | None] = [None] * len(problems)
+        fitted = []
+        for lam in lams:
+            at_lam = [dataclasses.replace(problem, lam=lam) for problem in problems]
+            results = []
+            for k, problem in enumerate(at_lam):
+                name = choose_solver(problem, options) if solver == "auto" else solver
+                if name == "admm" and not self._robust_eps():
+                    result, starts[k] = solve_admm_from(problem, options, starts[k])
+                else:
+                    result = self._solve(problem, solver, options)
+                results.append(result)
+            estimator = clone(self).set_params(lam=lam)
+            for name in ("n_features_in_", "feature_names_in_", "classes_"):
+                if hasattr(self, name):
+                    setattr(estimator, name, getattr(self, name))
+            estimator._store(at_lam, results)
+            fitted.append(estimator)
+        return fitted
+
+    def _robust_eps(self) -> float:
+        """The adversarial radius (0: standard training; the classifier overrides it)."""
+        return 0.0
 
     def _solve(self, problem: ConvexReLUProblem, solver: str,
                options: SolverOptions) -> ConvexNNResult:
@@ -173,6 +218,17 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         self._fit_targets(X, [y])
         return self
 
+    def fit_path(self, X: Any, y: Any, lams: Any) -> list[ConvexReLURegressor]:
+        """Fit along a regularisation path: one fitted copy per lam, largest lam first.
+
+        The programs share X, y and the patterns; each lam's ADMM solve starts where
+        the previous one ended (warm start), and each copy carries its own
+        ``certificate_`` at ``tol``.  Other solvers (``"cvxpy"``, ``"sampled"``, or
+        ``"auto"`` choosing them) solve each lam independently.
+        """
+        X, y = _validate(self, X, y, reset=True, y_numeric=True)
+        return self._fit_path_targets(X, [y], lams)
+
     def predict(self, X: Any) -> np.ndarray | torch.Tensor:
         """Network outputs f(x), shape (n,).
 
@@ -241,6 +297,12 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
 
     def fit(self, X: Any, y: Any) -> ConvexReLUClassifier:
         """Fit to X (n, d) and labels y (n,) of at least two classes."""
+        self._fit_targets(*self._targets(X, y))
+        return self
+
+    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Validated X and the +-1 targets of each binary program (one-vs-rest); sets
+        ``classes_``."""
         X, y = _validate(self, X, y, reset=True)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
@@ -252,9 +314,13 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
         if self._robust_eps() > 0 and self.classes_.shape[0] > 2:
             raise InputValueError("adversarial_eps > 0 supports binary labels only")
         positives = [self.classes_[1:]] if self.classes_.shape[0] == 2 else self.classes_
-        targets = [np.where(y == c, 1.0, -1.0) for c in positives]
-        self._fit_targets(X, targets)
-        return self
+        return X, [np.where(y == c, 1.0, -1.0) for c in positives]
+
+    def fit_path(self, X: Any, y: Any, lams: Any) -> list[ConvexReLUClassifier]:
+        """Fit along a regularisation path: one fitted copy per lam, largest lam first
+        (see :meth:`ConvexReLURegressor.fit_path`)."""
+        X, targets = self._targets(X, y)
+        return self._fit_path_targets(X, targets, lams)
 
     def decision_function(self, X: Any) -> np.ndarray | torch.Tensor:
         """Network outputs: (n,) for two classes (> 0 means ``classes_[1]``), else (n, k)."""
