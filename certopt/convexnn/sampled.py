@@ -120,8 +120,8 @@ AL_PATIENCE = 3
 AL_PENALTY = 10.0
 """The augmented Lagrangian's penalty delta, times n (the loss is a mean over n samples)."""
 FALLBACK_MAX_TOL = 1e-3
-"""The fallback ADMM runs at min(tol, FALLBACK_MAX_TOL) (looser runs left certified gaps of
-several per cent)."""
+"""The fallback ADMM runs at min(tol, FALLBACK_MAX_TOL) (it certifies its support only, and
+looser runs left gaps of several per cent over all patterns)."""
 CHECK_NNLS_STEPS = 100
 """Multiplier-fit steps of each round's certificate (the final certificates use the
 default cap, ``certificate.NNLS_STEPS``)."""
@@ -440,11 +440,11 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     (``residuals["cone_violation"]``), so ``convex_objective`` (G at (v, w))
     then describes no feasible point, and the gap can be negative.
     Otherwise the working-set ADMM runs at min(tol, ``FALLBACK_MAX_TOL``)
-    and its status is returned: there OPTIMAL means the ADMM's residual test
-    passed (its meaning of tol), not that the gap is below tol (MAX_ITER
-    with a ConvergenceWarning when it stopped early; INACCURATE, with the
-    warning, when patterns outside the support still violate their dual
-    constraint after WORKING_SET_ROUNDS re-solves).  ``options.max_iter``
+    and its status is returned, OPTIMAL only when the certificate over all P
+    patterns proves the gap <= tol as well (MAX_ITER with a ConvergenceWarning
+    when it stopped early; INACCURATE, with the warning, when patterns outside
+    the support still violate their dual constraint after WORKING_SET_ROUNDS
+    re-solves, or when the full certificate falls short of tol).  ``options.max_iter``
     bounds the FISTA steps of steps 1 and 2 together; each of the fallback's
     ADMM solves gets what is left (at least one iteration).
     """
@@ -510,6 +510,14 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     if problem.loss.name == "hinge":  # a smoothed gradient bounds better than a subgradient
         # (the cheap path's width, shared)
         duals.append(GatedProgram(problem, AL_HINGE_SMOOTHING).smoothed_loss(prediction)[1])
-    return certify(problem, v, w, duals=duals, mu=None, nu=None, status=status,
-                   n_iter=n_iter, solve_time=solve_time, solver="sampled",
-                   residuals=residuals)
+    result = certify(problem, v, w, duals=duals, mu=None, nu=None, status=status,
+                     n_iter=n_iter, solve_time=solve_time, solver="sampled",
+                     residuals=residuals)
+    if status is Status.OPTIMAL and not within_tolerance(result.objective, result.bound,
+                                                         options.tol):
+        warnings.warn(f"sampled: the network over all {problem.n_patterns} patterns is "
+                      f"certified only to a relative gap of "
+                      f"{result.gap / abs(result.bound):.2e}, above tol={options.tol}",
+                      ConvergenceWarning, stacklevel=2)
+        result = dataclasses.replace(result, status=Status.INACCURATE)
+    return result
