@@ -12,6 +12,9 @@ network (math note section 1):
   --reference FILE the Clarabel optimum and time are read from a JSON file
   (keys "objective", "solve_time", as written by an earlier run with --save)
   instead of solving again (a Clarabel solve at n = 2000 takes minutes);
+* ``solver="auto"`` at the estimators' default tol (a certified gap of 1e-4), CPU s;
+* pyscnn (``pip install pyscnn``, optional: skipped with a message when absent),
+  its augmented Lagrangian on the same patterns, scored by F like the others;
 * Adam on F directly, width 2P, full batch, lr 1e-2, until F <= (1 + 1e-4) F*
   or the time budget (5x ADMM's time, at least 5 s; 8 s with --quick)
   runs out.
@@ -19,7 +22,7 @@ network (math note section 1):
 Readings: benchmarks/RESULTS.md.
 
 Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
-       [--skip-scs] [--size N D P] [--threads T] [--reference FILE] [--save FILE]
+       [--skip-scs] [--skip-adam] [--size N D P] [--threads T] [--reference FILE] [--save FILE]
        [--cone-weight G]
 """
 
@@ -36,6 +39,7 @@ import torch
 from certopt.convexnn.admm import solve_admm
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.reference import solve_cvxpy
+from certopt.convexnn.solvers import SOLVERS, choose_solver
 from certopt.core.errors import ConvergenceWarning
 
 ACCURACY = 1e-4
@@ -75,6 +79,56 @@ def run_admm(problem: ConvexReLUProblem, optimum: float, cone_weight: float
         if error <= ACCURACY:
             break
     return seconds, cpu_seconds, error, result.n_iter
+
+
+def run_auto(problem: ConvexReLUProblem, optimum: float
+             ) -> tuple[float, float, float, float, str]:
+    """(seconds, CPU seconds, relative error, certified relative gap, solver) of ``solver="auto"``
+    at the estimators' default tol (1e-4, a certified gap), on the same patterns."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        options = SolverOptions(tol=1e-4, max_iter=20_000)
+        result = SOLVERS["auto"](problem, options)
+    gap = result.gap / abs(result.bound)
+    return (time.perf_counter() - start, time.process_time() - cpu_start,
+            relative_error(result.objective, optimum), gap, choose_solver(problem, options))
+
+
+def run_pyscnn(problem: ConvexReLUProblem, optimum: float) -> tuple[float, float] | None:
+    """(CPU seconds, relative error of F) of pyscnn's augmented Lagrangian on the same
+    patterns and objective, or None (with a message) when pyscnn is not installed.
+
+    The program is handed over as pyscnn's ConvexReLU model with one gate per
+    pattern (a gate reproducing each pattern's signs is a least-squares fit, so
+    the patterns are passed as the augmented data's own gates: the pattern of gate
+    g is 1[X g >= 0]); its solution (v, w) is scored here as the F of its ReLU
+    network, like every other row.  Tolerances 1e-3 ... 1e-7 are tried in turn
+    until F is within ACCURACY of F*.
+    """
+    try:
+        import scnn  # the pyscnn package
+    except ImportError:
+        print("      (pyscnn not installed: `pip install pyscnn` to add its row; skipped)")
+        return None
+    X = problem.X.detach().cpu().double().numpy()
+    y = problem.y.detach().cpu().double().numpy()[:, None]
+    gates = np.linalg.lstsq(X, 2.0 * problem.D.cpu().double().numpy().T - 1.0, rcond=None)[0]
+    seconds, error = 0.0, float("inf")
+    for tol in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
+        model = scnn.models.ConvexReLU(gates, c=1)
+        solver = scnn.solvers.AL(model, tol=tol)
+        start = time.process_time()
+        model, _ = scnn.optimize.optimize_model(
+            model, solver, scnn.metrics.Metrics(), X, y, X, y,
+            regularizer=scnn.regularizers.NeuronGL1(problem.lam), device="cpu")
+        seconds = time.process_time() - start
+        v, w = (torch.as_tensor(np.asarray(part)[0]) for part in model.parameters)
+        U, alpha = problem.network(v.to(problem.X), w.to(problem.X))
+        error = relative_error(problem.nonconvex_objective(U, alpha), optimum)
+        if error <= ACCURACY:
+            break
+    return seconds, error
 
 
 def run_adam(problem: ConvexReLUProblem, optimum: float, budget: float
@@ -130,6 +184,7 @@ def main() -> None:
     parser.add_argument("--skip-cvxpy", action="store_true",
                         help="no cvxpy runs; the optimum is ADMM's at tol 1e-8")
     parser.add_argument("--skip-scs", action="store_true", help="no SCS run")
+    parser.add_argument("--skip-adam", action="store_true", help="no Adam run")
     parser.add_argument("--size", type=int, nargs=3, metavar=("N", "D", "P"),
                         help="one problem size instead of the defaults")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for ADMM and Adam")
@@ -163,9 +218,17 @@ def main() -> None:
         seconds, cpu_seconds, error, iters = run_admm(problem, optimum, args.cone_weight)
         admm_seconds = seconds
         rows.insert(0, (f"ADMM ({args.device}, {iters} it)", seconds, error))
-        budget = min(max(5.0, 5 * admm_seconds), 8.0 if args.quick else 600.0)
-        adam_seconds, adam_error = run_adam(problem, optimum, budget)
-        rows.append((f"Adam ({args.device})", adam_seconds, adam_error))
+        auto_seconds, auto_cpu, auto_error, auto_gap, auto_name = run_auto(problem, optimum)
+        rows.insert(1, (f"auto -> {auto_name}", auto_seconds, auto_error))
+        print(f"      (solver='auto' chose {auto_name}: certified relative gap {auto_gap:.1e}, "
+              f"{auto_cpu:.2f} CPU s)")
+        pyscnn = run_pyscnn(problem, optimum)
+        if pyscnn is not None:
+            rows.append(("pyscnn (AL)", *pyscnn))
+        if not args.skip_adam:
+            budget = min(max(5.0, 5 * admm_seconds), 8.0 if args.quick else 600.0)
+            adam_seconds, adam_error = run_adam(problem, optimum, budget)
+            rows.append((f"Adam ({args.device})", adam_seconds, adam_error))
         for name, secs, err in rows:
             print(f"{n:>5} {d:>3} {P:>4} | {name:<22} {secs:>9.2f} {err:>9.1e} "
                   f"{secs / admm_seconds:>7.1f}x")
