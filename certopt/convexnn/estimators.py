@@ -85,6 +85,7 @@ class _ConvexReLUBase(BaseEstimator):
         return [ConvexReLUProblem.from_data(
             X, target, lam=self.lam, loss=self._loss, n_patterns=self.n_patterns,
             fit_intercept=self.fit_intercept, random_state=self.random_state, device=device,
+            gates=self.patterns,
         ) for target in targets]
 
     def _store(self, problems: list[ConvexReLUProblem], results: list[ConvexNNResult]) -> None:
@@ -195,13 +196,17 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     device : torch device of the solve (``None``: CPU).
     random_state : seed of the sampled patterns.
     verbose : progress bar.
+    patterns : custom gate vectors g (as pyscnn's ``G``, one per row), (G, d) or
+        (G, d + 1) with the bias weight last: the activation patterns are then
+        1[[x, 1]^T g >= 0], deduplicated (``n_patterns`` is ignored).
     """
 
     _loss = "squared"
 
     def __init__(self, lam: float = 1e-3, n_patterns: int | str = 100, solver: str = "auto",
                  fit_intercept: bool = True, max_iter: int = 10_000, tol: float = 1e-4,
-                 device: str | None = None, random_state: Any = None, verbose: bool = False):
+                 device: str | None = None, random_state: Any = None, verbose: bool = False,
+                 patterns: Any = None):
         self.lam = lam
         self.n_patterns = n_patterns
         self.solver = solver
@@ -211,6 +216,7 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.patterns = patterns
 
     def fit(self, X: Any, y: Any) -> ConvexReLURegressor:
         """Fit to X (n, d) and real targets y (n,)."""
@@ -259,7 +265,7 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
                  solver: str = "auto", fit_intercept: bool = True, max_iter: int = 10_000,
                  tol: float = 1e-4, device: str | None = None, random_state: Any = None,
                  verbose: bool = False, adversarial_eps: float = 0.0,
-                 adversarial_norm: str = "inf"):
+                 adversarial_norm: str = "inf", patterns: Any = None):
         self.loss = loss
         self.lam = lam
         self.n_patterns = n_patterns
@@ -272,6 +278,7 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
         self.verbose = verbose
         self.adversarial_eps = adversarial_eps
         self.adversarial_norm = adversarial_norm
+        self.patterns = patterns
 
     @property
     def _loss(self) -> str:

@@ -28,7 +28,7 @@ import torch
 
 from certopt.convexnn.certificate import scaled_dual_bound
 from certopt.convexnn.losses import Loss, get_loss
-from certopt.convexnn.patterns import all_patterns, sample_patterns
+from certopt.convexnn.patterns import all_patterns, sample_patterns, unique_patterns
 from certopt.core.arrays import (
     ArrayLike,
     as_tensor,
@@ -97,6 +97,22 @@ def check_pattern_memory(n_patterns: int, n_samples: int) -> None:
         )
 
 
+def gate_patterns(X_aug: torch.Tensor, gates: ArrayLike, n_features: int) -> torch.Tensor:
+    """Patterns 1[X_aug g >= 0] of user gates (G, d) or (G, d_aug), deduplicated."""
+    G = as_tensor(gates, "gates", ndim=2, dtype=torch.float64)
+    width = X_aug.shape[1]
+    if G.shape[1] == n_features < width:
+        G = torch.cat([G, torch.zeros(G.shape[0], width - n_features, dtype=G.dtype)], dim=1)
+    if G.shape[1] != width or G.shape[0] == 0:
+        raise InputValueError(
+            f"gates: expected shape (G, {n_features})"
+            + (f" or (G, {width})" if width != n_features else "")
+            + f" with G >= 1, got {tuple(G.shape)}")
+    check_pattern_memory(G.shape[0], X_aug.shape[0])
+    masks = (X_aug.to(torch.float64).cpu() @ G.T >= 0).T
+    return unique_patterns(masks).to(device=X_aug.device, dtype=X_aug.dtype)
+
+
 def _generator(random_state: Any) -> torch.Generator:
     """A CPU torch.Generator from None, an int, a numpy RandomState or a Generator."""
     if isinstance(random_state, torch.Generator):
@@ -151,13 +167,16 @@ class ConvexReLUProblem:
         fit_intercept: bool = True,
         random_state: Any = None,
         device: str | torch.device | None = None,
+        gates: ArrayLike | None = None,
     ) -> ConvexReLUProblem:
         """Validate raw data, augment it and build its patterns.
 
         ``n_patterns`` is an int (sample that many Gaussian gates; duplicates
         and the all-zero pattern are dropped, so P <= n_patterns; n_patterns n 8
         bytes at most MAX_PATTERN_BYTES) or ``"all"`` (every pattern; augmented
-        rank <= 4).  Work happens on ``device``
+        rank <= 4); ``gates`` (G, d) or (G, d + 1) gate vectors, when given, replace
+        it: the patterns are 1[X_aug g >= 0] (deduplicated, the empty one dropped), a
+        (G, d) gate getting a zero bias weight.  Work happens on ``device``
         (default: X's) in float64 on CPU and in X's floating dtype on CUDA.
         """
         spec = spec_of(X)
@@ -173,7 +192,10 @@ class ConvexReLUProblem:
         loss_obj = get_loss(loss)
         loss_obj.check_targets(y_t)
         X_aug = cls.augment(X_t, fit_intercept)
-        if isinstance(n_patterns, str):
+        if gates is not None:
+            D = gate_patterns(X_aug, gates, X_t.shape[1])
+            is_global = False
+        elif isinstance(n_patterns, str):
             if n_patterns != "all":
                 raise InputValueError(
                     f"n_patterns: expected a positive integer or 'all', got {n_patterns!r}"

@@ -107,3 +107,24 @@ def test_unknown_solver_names_the_choices():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         ConvexReLURegressor(n_patterns=5, random_state=0).fit(DEGENERATE["constant"], Y)
+
+
+def test_custom_gate_vectors_give_their_patterns():
+    X = RNG.standard_normal((40, 2))
+    y = np.abs(X[:, 0]) + 0.1 * X[:, 1]
+    gates = RNG.standard_normal((12, 3))  # with the bias weight
+    est = ConvexReLURegressor(lam=1e-2, patterns=gates).fit(X, y)
+    problem = ConvexReLUProblem.from_data(X, y, lam=1e-2, gates=gates)
+    X_aug = np.c_[X, np.ones(40)]
+    expected = np.unique((X_aug @ gates.T >= 0).T, axis=0)
+    expected = expected[expected.any(axis=1)]
+    assert problem.n_patterns == est.certificate_.n_patterns == expected.shape[0]
+    np.testing.assert_array_equal(problem.D.numpy().astype(bool),
+                                  expected[np.lexsort(expected.T[::-1])])
+    assert est.certificate_.status is Status.OPTIMAL
+    reference = solve_cvxpy(problem, SolverOptions(tol=1e-6))
+    assert est.objective_ == pytest.approx(reference.objective, rel=1e-3)
+    two_columns = ConvexReLUProblem.from_data(X, y, gates=gates[:, :2])  # zero bias weight
+    assert two_columns.n_patterns >= 1
+    with pytest.raises(InputValueError, match=r"gates: expected shape \(G, 2\) or \(G, 3\)"):
+        ConvexReLUProblem.from_data(X, y, gates=np.ones((3, 5)))
