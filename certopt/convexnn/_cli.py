@@ -8,7 +8,8 @@ import warnings
 
 import numpy as np
 
-from certopt.convexnn.estimators import SOLVERS, ConvexReLUClassifier, ConvexReLURegressor
+from certopt.convexnn.estimators import ConvexReLUClassifier, ConvexReLURegressor
+from certopt.convexnn.solvers import SOLVERS
 from certopt.core.errors import ConvergenceWarning, InputValueError
 
 
