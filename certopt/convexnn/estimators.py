@@ -36,7 +36,7 @@ from certopt.core.errors import InputValueError
 
 
 def _validate(estimator: BaseEstimator, X: Any, y: Any = "no_validation", *, reset: bool,
-              y_numeric: bool = False) -> Any:
+              y_numeric: bool = False, multi_output: bool = False) -> Any:
     """sklearn's validation, with its ValueErrors re-raised as InputValueError."""
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
@@ -46,7 +46,7 @@ def _validate(estimator: BaseEstimator, X: Any, y: Any = "no_validation", *, res
         if isinstance(y, str) and y == "no_validation":
             return validate_data(estimator, X, reset=reset, dtype=np.float64)
         return validate_data(estimator, X, y, reset=reset, dtype=np.float64,
-                             y_numeric=y_numeric)
+                             y_numeric=y_numeric, multi_output=multi_output)
     except InputValueError:
         raise
     except ValueError as exc:
@@ -129,7 +129,7 @@ class _ConvexReLUBase(BaseEstimator):
                     result = self._solve(problem, solver, options)
                 results.append(result)
             estimator = clone(self).set_params(lam=lam)
-            for name in ("n_features_in_", "feature_names_in_", "classes_"):
+            for name in ("n_features_in_", "feature_names_in_", "classes_", "n_outputs_"):
                 if hasattr(self, name):
                     setattr(estimator, name, getattr(self, name))
             estimator._store(at_lam, results)
@@ -219,10 +219,29 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         self.patterns = patterns
 
     def fit(self, X: Any, y: Any) -> ConvexReLURegressor:
-        """Fit to X (n, d) and real targets y (n,)."""
-        X, y = _validate(self, X, y, reset=True, y_numeric=True)
-        self._fit_targets(X, [y])
+        """Fit to X (n, d) and real targets y, (n,) or (n, k) (multi-output).
+
+        With k outputs the program has one group per pattern *and output*: the
+        sum over outputs of the single-output programs, on shared patterns.  It
+        separates into k programs (solved one after the other, certified by the
+        sum of their bounds), and the network is their union (each neuron feeds
+        one output).  Why per output: the weight decay (lam/2) sum_j (||u_j||^2 +
+        ||alpha_j||^2) of a vector-output network does not reduce to a group lasso
+        over outputs, so grouping outputs together would train another model.
+        """
+        self._fit_targets(*self._targets(X, y))
         return self
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Validated X and one target vector per output; sets ``n_outputs_``."""
+        X, y = _validate(self, X, y, reset=True, y_numeric=True, multi_output=True)
+        self.n_outputs_ = 1 if y.ndim == 1 else int(y.shape[1])
+        return X, [y] if y.ndim == 1 else list(y.T)
 
     def fit_path(self, X: Any, y: Any, lams: Any) -> list[ConvexReLURegressor]:
         """Fit along a regularisation path: one fitted copy per lam, largest lam first.
@@ -232,17 +251,16 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         ``certificate_`` at ``tol``.  Other solvers (``"cvxpy"``, ``"sampled"``, or
         ``"auto"`` choosing them) solve each lam independently.
         """
-        X, y = _validate(self, X, y, reset=True, y_numeric=True)
-        return self._fit_path_targets(X, [y], lams)
+        return self._fit_path_targets(*self._targets(X, y), lams)
 
     def predict(self, X: Any) -> np.ndarray | torch.Tensor:
-        """Network outputs f(x), shape (n,).
+        """Network outputs f(x), shape (n,), or (n, k) when fitted to k outputs.
 
         (A regressor has no ``decision_function``: scikit-learn forbids it;
         ``to_torch()`` reproduces ``predict``.)
         """
         values, spec = self._decision(X)
-        return spec.wrap(values[:, 0])
+        return spec.wrap(values[:, 0] if self.n_outputs_ == 1 else values)
 
 
 class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
