@@ -34,9 +34,9 @@ from certopt.convexnn.losses import get_loss
 from certopt.convexnn.problem import (
     ConvexReLUProblem,
     SolverOptions,
-    _generator,
     check_flag,
     check_pattern_memory,
+    random_generator,
 )
 from certopt.convexnn.sampled import GatedProgram, fista
 from certopt.core.arrays import as_tensor, check_scalar, spec_of
@@ -124,7 +124,7 @@ class GatedReLURegressor(RegressorMixin, BaseEstimator):
         else:
             count = check_scalar(self.n_patterns, "n_patterns", low=1, integer=True)
             gates = torch.randn(count, X_aug.shape[1], dtype=torch.float64,
-                                generator=_generator(self.random_state))
+                                generator=random_generator(self.random_state))
         check_pattern_memory(gates.shape[0], X.shape[0])
         self.gates_, D = _gates_and_patterns(X_aug, gates)
         problem = ConvexReLUProblem(X_aug, torch.as_tensor(y, dtype=torch.float64), D,

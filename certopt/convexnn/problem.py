@@ -113,7 +113,7 @@ def gate_patterns(X_aug: torch.Tensor, gates: ArrayLike, n_features: int) -> tor
     return unique_patterns(masks).to(device=X_aug.device, dtype=X_aug.dtype)
 
 
-def _generator(random_state: Any) -> torch.Generator:
+def random_generator(random_state: Any) -> torch.Generator:
     """A CPU torch.Generator from None, an int, a numpy RandomState or a Generator."""
     if isinstance(random_state, torch.Generator):
         return random_state
@@ -205,7 +205,7 @@ class ConvexReLUProblem:
         else:
             count = check_scalar(n_patterns, "n_patterns", low=1, integer=True)
             check_pattern_memory(count, n)
-            D = sample_patterns(X_aug, count, _generator(random_state))
+            D = sample_patterns(X_aug, count, random_generator(random_state))
             is_global = False
         if D.shape[0] == 0:
             raise InputValueError(
