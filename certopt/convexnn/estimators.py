@@ -1,15 +1,16 @@
 """scikit-learn estimators that train two-layer ReLU networks globally.
 
 ``fit`` builds a :class:`~certopt.convexnn.problem.ConvexReLUProblem` (patterns
-sampled or all), solves its convex program with the solver named by
-``solver`` (looked up in :data:`SOLVERS`), turns the solution into a ReLU
-network f(x) = sum_j alpha_j (u_j^T [x, 1])_+ and keeps the certificate.
+sampled, all, or from given gates), solves its convex program with the solver
+named by ``solver`` (:data:`~certopt.convexnn.solvers.SOLVERS`; ``"auto"`` by
+size), turns the solution into a ReLU network f(x) = sum_j alpha_j (u_j^T [x, 1])_+
+and keeps the certificate; ``fit_path`` does so along a regularisation path.
 
 Fitted attributes: ``hidden_weights_`` (m, d + fit_intercept), the rows u_j
 (bias last); ``output_weights_`` (m, n_outputs), the alpha_j (for one-vs-rest
-multi-class, column k holds class k's neurons, zeros elsewhere);
-``objective_`` (F of the network, math note section 1; summed over the
-one-vs-rest problems); ``certificate_`` (a
+multi-class or multi-output regression, column k holds output k's neurons,
+zeros elsewhere); ``objective_`` (F of the network, math note section 1;
+summed over the one-vs-rest or per-output programs); ``certificate_`` (a
 :class:`~certopt.convexnn.result.ConvexNNResult`); ``n_neurons_``;
 ``n_iter_`` (solver iterations, at least 1).
 Outputs follow X: numpy in, numpy out; a tensor in, a tensor on its device out;
