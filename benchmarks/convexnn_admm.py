@@ -37,13 +37,14 @@ import numpy as np
 import torch
 
 from certopt.convexnn.admm import solve_admm
-from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions, random_generator
 from certopt.convexnn.reference import solve_cvxpy
 from certopt.convexnn.solvers import SOLVERS, choose_solver
 from certopt.core.errors import ConvergenceWarning
 
 ACCURACY = 1e-4
 LAM = 1e-2
+SEED = 0
 
 
 def make_problem(n: int, d: int, P: int, device: str) -> ConvexReLUProblem:
@@ -52,7 +53,7 @@ def make_problem(n: int, d: int, P: int, device: str) -> ConvexReLUProblem:
     teacher = rng.standard_normal((d, 5))
     y = np.maximum(X @ teacher, 0.0) @ rng.standard_normal(5) / np.sqrt(d)
     y += 0.1 * rng.standard_normal(n)
-    return ConvexReLUProblem.from_data(X, y, lam=LAM, n_patterns=P, random_state=0,
+    return ConvexReLUProblem.from_data(X, y, lam=LAM, n_patterns=P, random_state=SEED,
                                        device=device)
 
 
@@ -95,16 +96,17 @@ def run_auto(problem: ConvexReLUProblem, optimum: float
             relative_error(result.objective, optimum), gap, choose_solver(problem, options))
 
 
-def run_pyscnn(problem: ConvexReLUProblem, optimum: float) -> tuple[float, float] | None:
+def run_pyscnn(problem: ConvexReLUProblem, optimum: float, n_gates: int
+               ) -> tuple[float, float] | None:
     """(CPU seconds, relative error of F) of pyscnn's augmented Lagrangian on the same
     patterns and objective, or None (with a message) when pyscnn is not installed.
 
-    The program is handed over as pyscnn's ConvexReLU model with one gate per
-    pattern (a gate reproducing each pattern's signs is a least-squares fit, so
-    the patterns are passed as the augmented data's own gates: the pattern of gate
-    g is 1[X g >= 0]); its solution (v, w) is scored here as the F of its ReLU
-    network, like every other row.  Tolerances 1e-3 ... 1e-7 are tried in turn
-    until F is within ACCURACY of F*.
+    The program is handed over as pyscnn's ConvexReLU model with the very gates
+    :func:`make_problem` sampled (same seed; duplicated or empty patterns among them
+    do not change the optimum), on the augmented data; its solution (v, w) is scored
+    here as the F of its ReLU network, like every other row.  Tolerances 1e-3 ...
+    1e-7 are tried in turn until F is within ACCURACY of F*.  (Written against
+    pyscnn's documented interface; pyscnn is not installed where this was written.)
     """
     try:
         import scnn  # the pyscnn package
@@ -113,7 +115,8 @@ def run_pyscnn(problem: ConvexReLUProblem, optimum: float) -> tuple[float, float
         return None
     X = problem.X.detach().cpu().double().numpy()
     y = problem.y.detach().cpu().double().numpy()[:, None]
-    gates = np.linalg.lstsq(X, 2.0 * problem.D.cpu().double().numpy().T - 1.0, rcond=None)[0]
+    gates = torch.randn(X.shape[1], n_gates, dtype=torch.float64,
+                        generator=random_generator(SEED)).numpy()  # as sample_patterns draws
     seconds, error = 0.0, float("inf")
     for tol in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
         model = scnn.models.ConvexReLU(gates, c=1)
@@ -222,7 +225,7 @@ def main() -> None:
         rows.insert(1, (f"auto -> {auto_name}", auto_seconds, auto_error))
         print(f"      (solver='auto' chose {auto_name}: certified relative gap {auto_gap:.1e}, "
               f"{auto_cpu:.2f} CPU s)")
-        pyscnn = run_pyscnn(problem, optimum)
+        pyscnn = run_pyscnn(problem, optimum, P)
         if pyscnn is not None:
             rows.append(("pyscnn (AL)", *pyscnn))
         if not args.skip_adam:
