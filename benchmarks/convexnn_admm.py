@@ -12,19 +12,17 @@ network (math note section 1):
   --reference FILE the Clarabel optimum and time are read from a JSON file
   (keys "objective", "solve_time", as written by an earlier run with --save)
   instead of solving again (a Clarabel solve at n = 2000 takes minutes);
+* ``solver="auto"`` at the estimators' default tol (a certified gap of 1e-4), CPU s;
+* pyscnn (``pip install pyscnn``, optional: skipped with a message when absent),
+  its augmented Lagrangian on the same patterns, scored by F like the others;
 * Adam on F directly, width 2P, full batch, lr 1e-2, until F <= (1 + 1e-4) F*
   or the time budget (5x ADMM's time, at least 5 s; 8 s with --quick)
   runs out.
 
-Measured (quiet 2-core CPU, --threads 1 unless said; n = 2000, d = 50, P = 100):
-
-    ADMM, default options      2740 it   24.6 s   (2 threads: 21.3 s wall)
-    ADMM, --cone-weight 1.414  1690 it   15.8 s
-    cvxpy + Clarabel (1 thread)          262.4 s  -> 10.7x (12.3x; 16.7x)
-    cvxpy + SCS                          not finished in 25 minutes (earlier run)
+Readings: benchmarks/RESULTS.md.
 
 Usage: python benchmarks/convexnn_admm.py [--quick] [--device cuda] [--skip-cvxpy]
-       [--skip-scs] [--size N D P] [--threads T] [--reference FILE] [--save FILE]
+       [--skip-scs] [--skip-adam] [--size N D P] [--threads T] [--reference FILE] [--save FILE]
        [--cone-weight G]
 """
 
@@ -40,12 +38,14 @@ import torch
 from _report import report
 
 from certopt.convexnn.admm import solve_admm
-from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions, random_generator
 from certopt.convexnn.reference import solve_cvxpy
+from certopt.convexnn.solvers import SOLVERS, choose_solver
 from certopt.core.errors import ConvergenceWarning
 
 ACCURACY = 1e-4
 LAM = 1e-2
+SEED = 0
 
 
 def make_problem(n: int, d: int, P: int, device: str) -> ConvexReLUProblem:
@@ -54,7 +54,7 @@ def make_problem(n: int, d: int, P: int, device: str) -> ConvexReLUProblem:
     teacher = rng.standard_normal((d, 5))
     y = np.maximum(X @ teacher, 0.0) @ rng.standard_normal(5) / np.sqrt(d)
     y += 0.1 * rng.standard_normal(n)
-    return ConvexReLUProblem.from_data(X, y, lam=LAM, n_patterns=P, random_state=0,
+    return ConvexReLUProblem.from_data(X, y, lam=LAM, n_patterns=P, random_state=SEED,
                                        device=device)
 
 
@@ -81,6 +81,58 @@ def run_admm(problem: ConvexReLUProblem, optimum: float, cone_weight: float
         if error <= ACCURACY:
             break
     return seconds, cpu_seconds, error, result.n_iter
+
+
+def run_auto(problem: ConvexReLUProblem, optimum: float
+             ) -> tuple[float, float, float, float, str]:
+    """(seconds, CPU seconds, relative error, certified relative gap, solver) of ``solver="auto"``
+    at the estimators' default tol (1e-4, a certified gap), on the same patterns."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        options = SolverOptions(tol=1e-4, max_iter=20_000)
+        result = SOLVERS["auto"](problem, options)
+    gap = result.gap / abs(result.bound)
+    return (time.perf_counter() - start, time.process_time() - cpu_start,
+            relative_error(result.objective, optimum), gap, choose_solver(problem, options))
+
+
+def run_pyscnn(problem: ConvexReLUProblem, optimum: float, n_gates: int
+               ) -> tuple[float, float] | None:
+    """(CPU seconds, relative error of F) of pyscnn's augmented Lagrangian on the same
+    patterns and objective, or None (with a message) when pyscnn is not installed.
+
+    The program is handed over as pyscnn's ConvexReLU model with the very gates
+    :func:`make_problem` sampled (same seed; duplicated or empty patterns among them
+    do not change the optimum), on the augmented data; its solution (v, w) is scored
+    here as the F of its ReLU network, like every other row.  Tolerances 1e-3 ...
+    1e-7 are tried in turn until F is within ACCURACY of F*.  (Written against
+    pyscnn's documented interface; pyscnn is not installed where this was written.)
+    """
+    try:
+        import scnn  # the pyscnn package
+    except ImportError:
+        print("      (pyscnn not installed: `pip install pyscnn` to add its row; skipped)")
+        return None
+    X = problem.X.detach().cpu().double().numpy()
+    y = problem.y.detach().cpu().double().numpy()[:, None]
+    gates = torch.randn(X.shape[1], n_gates, dtype=torch.float64,
+                        generator=random_generator(SEED)).numpy()  # as sample_patterns draws
+    seconds, error = 0.0, float("inf")
+    for tol in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
+        model = scnn.models.ConvexReLU(gates, c=1)
+        solver = scnn.solvers.AL(model, tol=tol)
+        start = time.process_time()
+        model, _ = scnn.optimize.optimize_model(
+            model, solver, scnn.metrics.Metrics(), X, y, X, y,
+            regularizer=scnn.regularizers.NeuronGL1(problem.lam), device="cpu")
+        seconds = time.process_time() - start
+        v, w = (torch.as_tensor(np.asarray(part)[0]) for part in model.parameters)
+        U, alpha = problem.network(v.to(problem.X), w.to(problem.X))
+        error = relative_error(problem.nonconvex_objective(U, alpha), optimum)
+        if error <= ACCURACY:
+            break
+    return seconds, error
 
 
 def run_adam(problem: ConvexReLUProblem, optimum: float, budget: float
@@ -136,6 +188,7 @@ def main() -> None:
     parser.add_argument("--skip-cvxpy", action="store_true",
                         help="no cvxpy runs; the optimum is ADMM's at tol 1e-8")
     parser.add_argument("--skip-scs", action="store_true", help="no SCS run")
+    parser.add_argument("--skip-adam", action="store_true", help="no Adam run")
     parser.add_argument("--size", type=int, nargs=3, metavar=("N", "D", "P"),
                         help="one problem size instead of the defaults")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for ADMM and Adam")
@@ -169,9 +222,17 @@ def main() -> None:
         seconds, cpu_seconds, error, iters = run_admm(problem, optimum, args.cone_weight)
         admm_seconds = seconds
         rows.insert(0, (f"ADMM ({args.device}, {iters} it)", seconds, error))
-        budget = min(max(5.0, 5 * admm_seconds), 8.0 if args.quick else 600.0)
-        adam_seconds, adam_error = run_adam(problem, optimum, budget)
-        rows.append((f"Adam ({args.device})", adam_seconds, adam_error))
+        auto_seconds, auto_cpu, auto_error, auto_gap, auto_name = run_auto(problem, optimum)
+        rows.insert(1, (f"auto -> {auto_name}", auto_seconds, auto_error))
+        print(f"      (solver='auto' chose {auto_name}: certified relative gap {auto_gap:.1e}, "
+              f"{auto_cpu:.2f} CPU s)")
+        pyscnn = run_pyscnn(problem, optimum, P)
+        if pyscnn is not None:
+            rows.append(("pyscnn (AL)", *pyscnn))
+        if not args.skip_adam:
+            budget = min(max(5.0, 5 * admm_seconds), 8.0 if args.quick else 600.0)
+            adam_seconds, adam_error = run_adam(problem, optimum, budget)
+            rows.append((f"Adam ({args.device})", adam_seconds, adam_error))
         for name, secs, err in rows:
             on_device = name.startswith(("ADMM", "Adam"))
             report(f"convexnn_admm n={n} d={d} P={P} {name.split(' (')[0]}", secs,

@@ -12,23 +12,11 @@ with the bias, P = 20, lam = 1e-3, hinge).  Times are CPU seconds
 (time.process_time; the machine may be shared); cvxpy's include its
 compilation.
 
-Measured (2 shared CPU cores, --threads 1, CPU seconds), with candidates
-outside the robust cones counted and rho = RHO_PER_LAM * lam / sigma:
-  scoreboard n = 30, d = 3, P = 10, seeds 0 and 1: 8 of 8 certified, 100-2300
-  iterations, 0.2-2.5 s (Clarabel 0.03-0.05 s); at eps 0.1 all four return a
-  network outside the cones certified 5-17% below Clarabel's optimum of the cone
-  program (negative gaps).
-  --quick (n = 20, d = 2, P = 6, seeds 2 and 3): 8 of 8.
-  seeds 6 and 7 at eps 0.05 and 0.2: 8 of 8 (50-1770 iterations, up to 42% below
-  Clarabel; the hinge one at seed 6, eps 0.05, stalled 3.3% off the cone optimum
-  when only points in the cones counted).
-  breast cancer (hinge, lam = 1e-3; cone optima 1 (zero network), 0.423, 0.0477):
-    n = 250, eps 0.1:   OPTIMAL,  540 iterations, 1.4 s vs Clarabel  6.4 s, 81% below
-    n = 398, eps 0.1:   OPTIMAL,  570 iterations, 1.6 s vs Clarabel 15.6 s, 81% below
-    n = 250, eps 0.05:  OPTIMAL,  870 iterations, 2.3 s vs Clarabel 25.5 s, 79% below
-    n = 250, eps 0.03:  OPTIMAL, 2480 iterations, 6.1 s vs Clarabel 21.2 s, 12% below
-  (before: rho 1e-3 and only cone-feasible candidates: eps 0.05 and 0.03 MAX_ITER
-  after 10000 iterations, 20 s, 18% and 63% above).
+Last, two moons (the case of issue #17): PGD test accuracy and certified worst-case
+training hinge loss of the standard network and of robust ones trained at eps in
+0.02, 0.05, 0.1 (``--moons-only`` runs just that table).
+
+Readings: benchmarks/RESULTS.md.
 
     python benchmarks/convexnn_robust.py --quick
     python benchmarks/convexnn_robust.py --threads 1
@@ -43,12 +31,16 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, make_moons
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from certopt.convexnn import ConvexReLUClassifier
+from certopt.convexnn.attack import pgd
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
-from certopt.convexnn.robust import fit_robust
+from certopt.convexnn.robust import certified_margins, fit_robust
+
+MOONS_EPS = (0.02, 0.05, 0.1)
 
 
 def synthetic(seed: int, loss: str, n: int, d: int, patterns: int) -> ConvexReLUProblem:
@@ -67,6 +59,44 @@ def breast_cancer(n_train: int) -> ConvexReLUProblem:
     X = StandardScaler().fit(X).transform(X)
     return ConvexReLUProblem.from_data(X, np.where(y == 1, 1.0, -1.0), lam=1e-3, loss="hinge",
                                        n_patterns=20, random_state=0)
+
+
+def certified_hinge(estimator: ConvexReLUClassifier, X: np.ndarray, y: np.ndarray,
+                    eps: float) -> float:
+    """Certified worst-case mean hinge loss over the ell_inf balls of radius eps (sound
+    output bounds of :func:`certified_margins`, valid for any network)."""
+    X_aug = torch.cat([torch.from_numpy(X), torch.ones(len(X), 1, dtype=torch.float64)], 1)
+    features = torch.ones(X_aug.shape[1], dtype=torch.bool)
+    features[-1] = False
+    margins = certified_margins(X_aug, torch.from_numpy(np.where(y == 1, 1.0, -1.0)),
+                                torch.from_numpy(estimator.hidden_weights_),
+                                torch.from_numpy(estimator.output_weights_[:, 0]), eps,
+                                features)
+    return float(torch.relu(1.0 - margins).mean())
+
+
+def two_moons() -> None:
+    """Standard vs robust training on two moons (noise 0.1, 300 points, hinge, lam 1e-3,
+    80 patterns): PGD test accuracy and certified worst-case training hinge loss at
+    eps in MOONS_EPS, for the standard network and one robust network per training eps."""
+    X, y = make_moons(300, noise=0.1, random_state=0)
+    X_test, y_test = make_moons(1000, noise=0.1, random_state=1)
+    settings = {"lam": 1e-3, "n_patterns": 80, "random_state": 0}
+    models = {"standard": ConvexReLUClassifier(**settings).fit(X, y)}
+    for eps in MOONS_EPS:
+        models[f"robust {eps:g}"] = ConvexReLUClassifier(adversarial_eps=eps, **settings).fit(X, y)
+    print("two moons: PGD test accuracy (50 steps, 2 restarts) / certified worst-case "
+          "training hinge loss, at eps")
+    print(f"{'model':<12} {'clean':>6} " + " ".join(f"{'eps ' + format(e, 'g'):>15}"
+                                                     for e in MOONS_EPS))
+    for name, estimator in models.items():
+        net = estimator.to_torch()
+        cells = []
+        for eps in MOONS_EPS:
+            attacked = pgd(net, X_test, np.where(y_test == 1, 1.0, -1.0), eps, steps=50,
+                           restarts=2, random_state=0)
+            cells.append(f"{attacked.accuracy:>6.3f} / {certified_hinge(estimator, X, y, eps):.4f}")
+        print(f"{name:<12} {estimator.score(X_test, y_test):>6.3f} " + " ".join(cells))
 
 
 def compare(name: str, problem: ConvexReLUProblem, eps: float, options: SolverOptions) -> bool:
@@ -92,12 +122,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny scoreboard, one real case")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--moons-only", action="store_true",
+                        help="only the two-moons table (standard vs robust, PGD and certified)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     options = SolverOptions()
     print(f"{'problem':<28} {'eps':>4} {'status':<9} {'iter':>6} {'rel obj':>9} {'cone':>8} "
           f"{'gap':>8} {'admm s':>7} {'cvx s':>7} {'ratio':>6}")
+    if args.moons_only:
+        two_moons()
+        return
     sizes, seeds = ((20, 2, 6), (2, 3)) if args.quick else ((30, 3, 10), (0, 1))
     passed = []
     for seed, loss, eps in itertools.product(seeds, ("hinge", "squared"), (0.0, 0.1)):
@@ -113,6 +148,7 @@ def main() -> None:
     cases = [(250, 0.1)] if args.quick else [(250, 0.1), (398, 0.1), (250, 0.05), (250, 0.03)]
     for n_train, eps in cases:
         compare(f"breast cancer n={n_train}", breast_cancer(n_train), eps, options)
+    two_moons()
 
 
 if __name__ == "__main__":

@@ -21,22 +21,7 @@ squared loss, classification the hinge loss on the teacher's signs.
 The F of sampled's network can be below F_admm: its neurons may leave the
 sampled patterns' cones (the module docstring of certopt.convexnn.sampled).
 
-Measured (CPU, --threads 1, --max-iter 4000, 2-core machine shared with one other
-job, so wall and CPU seconds are both printed; they agree to 3%; lam = 1e-2; ADMM /
-sampled time ratios):
-
-    case                     path  F/F_admm  to 2% F  to cert 2%  default
-    regression     2000/100   al     0.40      4.4      10         29
-    classification 2000/100   al     0.56      1.6       5.4       15
-    regression     4000/200   al     0.44     10        25         49
-    classification 4000/200   al     0.67      2.6      11         21
-    regression      300/20    al     0.58      6.5      18         47   (--quick; cvxpy 37)
-    classification  300/20    al     0.77      0.69      2.2       12   (--quick; cvxpy 19)
-
-(sampled 1.25 s, 2.5 s, 3.0 s, 8.1 s, 0.04 s, 0.16 s.)  Every case is certified by
-the augmented-Lagrangian path, with F below the ADMM's (the networks leave the sampled
-cones).  Before the hinge smoothing of the rounds went from 1e-3 to 0.05, the hinge
-cases fell back to the ADMM (2000/100: 16.4 s, 0.24x the ADMM to 2% F).
+Readings: benchmarks/RESULTS.md.
 
     python benchmarks/convexnn_sampled.py --quick
     python benchmarks/convexnn_sampled.py --threads 1

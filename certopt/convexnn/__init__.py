@@ -1,13 +1,16 @@
 """Global training of two-layer ReLU networks by convex programs.
 
 ``ConvexReLURegressor`` / ``ConvexReLUClassifier`` are scikit-learn
-estimators; :class:`ConvexReLUProblem` holds the convex program (math note
-sections 1-4) and :data:`SOLVERS` maps ``solver=`` names to solvers.
+estimators; ``GatedReLURegressor`` fits the gated-ReLU program (fixed gates);
+:class:`ConvexReLUProblem` holds the convex program (math note sections 1-4)
+and :data:`SOLVERS` maps ``solver=`` names to solvers (``"auto"`` by size).
 """
 
-from certopt.convexnn.estimators import SOLVERS, ConvexReLUClassifier, ConvexReLURegressor
+from certopt.convexnn.estimators import ConvexReLUClassifier, ConvexReLURegressor
+from certopt.convexnn.gated import GatedReLUNet, GatedReLURegressor
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
+from certopt.convexnn.solvers import SOLVERS
 
 __all__ = [
     "SOLVERS",
@@ -15,5 +18,7 @@ __all__ = [
     "ConvexReLUClassifier",
     "ConvexReLUProblem",
     "ConvexReLURegressor",
+    "GatedReLUNet",
+    "GatedReLURegressor",
     "SolverOptions",
 ]

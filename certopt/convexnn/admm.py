@@ -6,109 +6,67 @@ Splitting, with u = (v, w) stacked as a (2, P, d) tensor:
     subject to z = F u,   s = u,   t = G u
 
 where F u = sum_i D_i X (v_i - w_i) and G u = gamma (S_i X v_i, S_i X w_i),
-gamma = ``options.cone_weight`` (below; 1 by default).  With
-scaled duals a (n), b (2, P, d), c (2, P, n) the iteration is written as a
-fixed-point map p -> T(p) on the points fed to the proximal steps,
-p = (z + a, s + b, t + c), from which everything else follows:
+gamma = ``options.cone_weight`` (1 by default).  With scaled duals a (n),
+b (2, P, d), c (2, P, n) the iteration is a fixed-point map p -> T(p) on the
+points fed to the proximal steps, p = (z + a, s + b, t + c):
 
 1. prox: z = prox_{L/rho}(p_z), s = group soft-thresholding of p_s at lam / rho,
    t = (p_t)_+, and the duals a = p_z - z, b = p_s - s, c = p_t - t;
 2. u = (c_F F^T F + I + G^T G)^{-1} (c_F F^T e + (s - b) + G^T (t - c));
 3. T(p) = (F^ + a, u^ + b, G^ + c) with the over-relaxed F^ = alpha F u + (1 -
    alpha) z, u^ = alpha u + (1 - alpha) s, G^ = alpha G u + (1 - alpha) t
-   (Boyd et al. 2011, section 3.4.3; alpha = RELAXATION = 1.8).
+   (Boyd et al. 2011, section 3.4.3; alpha = RELAXATION).
 
-The t part (2 P n numbers) dominates the memory traffic, so one step never
-forms x = prox(p) there: its reflection 2 (p_t)_+ - p_t is |p_t| (G^T reads
-gamma S |p_t| = gamma copysign(p_t, S)) and T(p)_t = p_t - alpha (p_t)_+ + alpha G u, a
-few passes into reused buffers (n = 2000, d = 50, P = 100, one thread: the
-map 12.4 -> 7.9 ms CPU per iteration; the whole solve to tol 1e-4, 2740
-iterations, 38.6 -> 24.6 s on a quiet machine, with the certificate's faster
-multiplier fit).
-
-This is exactly the (over-relaxed) scaled ADMM; a, b, c remain the scaled
-multipliers of z = F u, s = u, t = G u.  For the squared loss there is no z:
-the loss is folded into step 2 with c_F = 1/(n rho) and e = y (the seed
+The t part (2 P n numbers) dominates the memory traffic, so a step never
+forms prox(p) there: its reflection 2 (p_t)_+ - p_t is |p_t| (G^T reads
+gamma S |p_t| = gamma copysign(p_t, S)) and T(p)_t = p_t - alpha (p_t)_+ +
+alpha G u, a few passes into reused buffers.  For the squared loss there is
+no z: the loss is folded into step 2 with c_F = 1/(n rho) and e = y (the seed
 paper's form); otherwise c_F = 1 and e = z - a.
 
-Anderson acceleration (``options.anderson_memory`` = m > 0, default
-10, in SolverOptions): every ANDERSON_INTERVAL = k iterations, the point is
-replaced by the safeguarded type-II Anderson extrapolation for the map T^k
-from the last m pairs (p, T^k(p)) (:mod:`certopt.core.anderson`); an
-extrapolated point is kept only when its fixed-point residual ||T^k(p) - p||
-did not grow, otherwise the iteration goes on from the plain point.  Measured:
-1.7-5x fewer iterations on the tests' small problems; on the benchmark problem
-(n = 2000, d = 50, P = 100) about the same number as plain ADMM (2570 vs 2530
-to 1e-4 in F), for ~5% more time per iteration.
-
-Adaptive rho (``options.adaptive_rho``): at a residual check, when the
-relative primal and dual residuals differ by more than RHO_IMBALANCE, rho is
-multiplied by sqrt(primal / dual) (the OSQP rule, clipped to a factor of
-RHO_MAX_FACTOR either way), at most once every
-RHO_MIN_INTERVAL iterations; the scaled duals are rescaled by rho_old /
-rho_new (so z, s, t and the unscaled multipliers are unchanged) and the
-Anderson memory is cleared.  For the squared loss this refactors the u-system.
-Off by default: on the benchmark problem the relative dual residual stays
-10-35x above the primal one, the rule lowers rho (to 0.2x), and the objective
-converges far slower (at 3000 iterations G(s) is 1.5e-3 below the optimum,
-against 6e-5 with the fixed default); fixed rho = 3x / 0.5x the default were also slower there
-(2830 iterations / not within 1e-4 in 3000), while at n = 1000, d = 20,
-P = 50 3x the default needed 1290 iterations against 3710: the best rho
-depends on the problem, and these residuals do not say which.
-
-Cone weight (``options.cone_weight`` = gamma, default 1): the cone block is
-t = gamma G u, i.e. a penalty gamma^2 rho on the cone constraints and rho on
-the others.  Measured: iterations until F of the network stays within 1e-4
-of Clarabel's optimum (squared loss, lam = 1e-2, the benchmark's data), for
-gamma = 1 / sqrt 2: n, d, P = 300, 10, 20: 1520 / 2480; 500, 20, 40:
-2190 / 2390; 1000, 20, 50: 3150 / 1700; 1500, 30, 80: 3240 / 1110; 2000,
-50, 100: ~2600 / 1280; hinge 600, 15, 40: > 6000 / 5570; the tests' n = 8
-squared problem: 3760 / > 4000.  With gamma = 1 the larger problems'
-iterates undershoot F* (cones violated) and creep back; gamma = 2 was better
-still at n = 1000 (840) but worse at 300 (3420) and 2000 (2020).  Neither
-these sizes nor the residuals gave a rule, so the default stays 1.  The
-primal residual measures gamma G u - t, so for one tol a gamma < 1 allows
-cone violations about 1/gamma times larger.
+Options (:class:`~certopt.convexnn.problem.SolverOptions`): Anderson
+acceleration (``anderson_memory``, safeguarded type-II on T^ANDERSON_INTERVAL,
+:mod:`certopt.core.anderson`); adaptive rho (``adaptive_rho``, the OSQP rule
+clipped to RHO_MAX_FACTOR, off by default because the residual balance did
+not predict the fastest rho); the cone weight gamma (a penalty gamma^2 rho on
+the cone constraints).  The figures behind these defaults are in
+benchmarks/RESULTS.md.
 
 The u-system (step 2), two solvers (``options.linear_solver``):
 
-* ``"direct"``: the Woodbury identity.  With K = I + gamma^2 X^T X, G^T G is block
-  diagonal with blocks gamma^2 X^T X, and F (I + G^T G)^{-1} F^T = 2 (X K^{-1} X^T) o
-  (D^T D) (n x n), so one d x d inverse and the inverse of the n x n matrix
+* ``"direct"``: the Woodbury identity.  With K = I + gamma^2 X^T X, G^T G is
+  block diagonal with blocks gamma^2 X^T X, and F (I + G^T G)^{-1} F^T =
+  2 (X K^{-1} X^T) o (D^T D) (n x n), so one d x d inverse and the inverse of
   I + c_F F (I + G^T G)^{-1} F^T are computed up front (and again when rho
-  changes c_F); every iteration is then a few batched (P x n) by (n x d)
-  products and one n x n matrix-vector product.
-* ``"cg"``: matrix free, for large n (no n x n matrix): preconditioned
-  conjugate gradients on the (2, P, d) system, warm started from the previous
-  u, with the block-diagonal preconditioner (K + c_F X^T D_i X)^{-1} (P d x d
-  blocks), to relative residual CG_TOL_PER_TOL * tol (clipped to [1e-12, 1e-6]).
+  changes c_F); an iteration is then a few batched (P x n) by (n x d) products.
+* ``"cg"``: matrix free, for large n: preconditioned conjugate gradients on the
+  (2, P, d) system, warm started, with the block-diagonal preconditioner
+  (K + c_F X^T D_i X)^{-1}, to relative residual CG_TOL_PER_TOL * tol.
 * ``"auto"`` (default): direct for n <= DIRECT_MAX_SAMPLES, else cg.
 
 The data are rescaled internally by sigma = ||X||_2 (X -> X/sigma, lam ->
-lam/sigma, u -> sigma u: the same program) so the three constraint blocks are
-balanced.  Stopping (checked every CHECK_EVERY iterations, on the plain image
-T(p) of the current point): primal residual
-||(F u - z, u - s, G u - t)|| <= tol max(||(F u, u, G u)||, ||(z, s, t)||)
-and dual residual rho ||F^T dz + ds + G^T dt|| <= tol rho max(||F^T a||, ||b||, ||G^T c||),
-where u is the u-step from p, (z, s, t, a, b, c) the prox outputs at T(p)
-and d(.) their change from those at p (the sum F^T a + b + G^T c vanishes
-at the optimum, so its parts give the scale; for the folded squared loss, a
-is the equivalent scaled multiplier (F u - y) / (n rho), so that both forms
-of the squared loss stop alike).  The returned point is s
-of T(p) (exactly group sparse), certified by
+lam/sigma, u -> sigma u: the same program) so the three blocks are balanced.
+Residuals (every CHECK_EVERY iterations, on the plain image T(p)): primal
+||(F u - z, u - s, G u - t)|| relative to max(||(F u, u, G u)||, ||(z, s, t)||),
+dual rho ||F^T dz + ds + G^T dt|| relative to rho max(||F^T a||, ||b||,
+||G^T c||) (for the folded squared loss, a is the equivalent (F u - y) /
+(n rho)).  The returned point is s of T(p) (exactly group sparse), certified by
 :func:`certopt.convexnn.certificate.certify` with the cone multipliers
-mu = -gamma rho c_v, nu = -gamma rho c_w (rho the current penalty).
+mu = -gamma rho c_v, nu = -gamma rho c_w.  The stopping test is that certificate,
+not the dual residual: :func:`solve_admm` stops once it proves a relative gap <= tol
+for a point whose primal residual is <= tol.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
 
 import torch
 
-from certopt.convexnn.certificate import certify
+from certopt.convexnn.certificate import NNLS_STEPS, certify, within_tolerance
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
 from certopt.core.anderson import AndersonAccelerator
@@ -120,15 +78,17 @@ from certopt.core.result import Status
 CHECK_EVERY = 10
 """Iterations between residual checks (each check costs about one iteration)."""
 
+CERTIFY_EVERY = 50
+"""Iterations between certificate checks with the ADMM's own multipliers (each costs
+about two iterations, so the checks take a few per cent of the work)."""
+
 RELAXATION = 1.8
 """Over-relaxation parameter alpha in (0, 2) (Boyd et al. 2011, section 3.4.3)."""
 
 
 ANDERSON_INTERVAL = 10
-"""Anderson steps are taken on T^ANDERSON_INTERVAL: one extrapolation per that many
-iterations, so its cost (a few passes over the memory of m vectors as long as p) is
-shared.  Measured: as few or fewer iterations than extrapolating at every step on
-the test problems, at a tenth of the cost."""
+"""Anderson steps are taken on T^ANDERSON_INTERVAL, so the cost of one extrapolation
+is shared by that many iterations (as few iterations as every step, at a tenth of the cost)."""
 
 RHO_IMBALANCE = 10.0
 """Adapt rho when the relative residuals differ by more than this factor."""
@@ -456,29 +416,106 @@ def anderson_advance(accelerator: AndersonAccelerator | None, it: int, anchor: t
     return p, p
 
 
+def _certificate(problem: ConvexReLUProblem, T: _FixedPointMap, x: torch.Tensor,
+                 duals: torch.Tensor, Fu: torch.Tensor, sigma: float, nnls_steps: int,
+                 **fields) -> ConvexNNResult:
+    """The certified result of the prox output ``x`` = (z, s, t) and the scaled duals.
+
+    Dual candidates: the ADMM's multiplier of z = F u and the gradient of L at the
+    prediction; cone multipliers mu = -gamma rho c_v, nu = -gamma rho c_w, refitted
+    for at most ``nnls_steps`` steps (0: taken as they are, a check costing about
+    two iterations).
+    """
+    s, (a, _, c) = T.split(x)[1], T.split(duals)
+    v, w = s[0] / sigma, s[1] / sigma
+    rho, weight = T.rho, T.ops.cone_weight
+    candidates = [T.block.multiplier(a, Fu, rho),
+                  problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
+    return certify(problem, v, w, duals=candidates, mu=-rho * weight * c[0],
+                   nu=-rho * weight * c[1], nnls_steps=nnls_steps, solver="admm", **fields)
+
+
+def zero_network_result(problem: ConvexReLUProblem, solver: str) -> ConvexNNResult:
+    """The answer when X = 0 (no intercept): every network predicts 0, so the zero
+    network is optimal, certified by l = grad L(0) (X^T l = 0 meets every dual norm)."""
+    start = time.perf_counter()
+    zero = torch.zeros(problem.n_patterns, problem.n_features, dtype=problem.X.dtype,
+                       device=problem.X.device)
+    gradient = problem.loss.gradient(torch.zeros_like(problem.y), problem.y)
+    return certify(problem, zero, zero.clone(), duals=[gradient], mu=None, nu=None,
+                   status=Status.OPTIMAL, n_iter=0, solve_time=time.perf_counter() - start,
+                   solver=solver)
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """Where an ADMM solve ended, to start another on the same X and patterns.
+
+    ``x`` = (z, s, t) are the prox outputs and ``multipliers`` the unscaled duals
+    rho (a, b, c), both flat in the layout of :class:`_FixedPointMap` on data
+    rescaled by ``sigma``, at regularisation ``lam``; a new solve at lam' with
+    penalty rho' starts from p = x + (lam' / lam) multipliers / rho'.
+    """
+
+    x: torch.Tensor
+    multipliers: torch.Tensor
+    sigma: float
+    lam: float
+
+
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
+    """Run the ADMM on ``problem`` from zero; see :func:`solve_admm_from`."""
+    return solve_admm_from(problem, options, None)[0]
+
+
+def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
+                    warm_start: WarmStart | None) -> tuple[ConvexNNResult, WarmStart | None]:
     """Run the ADMM on ``problem`` (on its device) and certify the answer.
 
-    Returns a :class:`ConvexNNResult` with status OPTIMAL when the residual
-    test passed, MAX_ITER (plus a :class:`ConvergenceWarning`) when
-    ``options.max_iter`` ran out first, NUMERICAL if the iterates blew up.
-    The history holds, per residual check, the residuals, the objective G of
-    s and rho.
+    ``warm_start`` (from a solve on the same X, y and patterns, e.g. at another
+    lam on a regularisation path) replaces the zero start.  Returns the result and
+    the warm start for the next solve (None when the data are zero).
+
+    Stops, status OPTIMAL, when the relative primal residual is <= tol (the point
+    meets z = F u, s = u and its cones to tol: it solves the program, not only some
+    network) and the certificate proves F - bound <= tol |bound|
+    (:func:`~certopt.convexnn.certificate.within_tolerance`, the test of every
+    solver).  Certificate checks: with the ADMM's own multipliers every
+    CERTIFY_EVERY iterations once the primal residual passes, and with the
+    multipliers refitted (NNLS) when the dual residual passes too, at iterations
+    spaced at least doubling so that the refits stay a small part of the work.
+    MAX_ITER (plus a :class:`ConvergenceWarning`) when ``options.max_iter`` ran out
+    first, NUMERICAL if the iterates blew up.  The history holds, per residual
+    check, the residuals, the objective G of s and rho, and per certificate check its
+    certified relative gap (``"gap"``, at iteration ``"gap_iteration"``).
     """
     start = time.perf_counter()
     check_scalar(options.max_iter, "max_iter", low=1, integer=True)
     sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
+    if sigma == 0.0:
+        return zero_network_result(problem, "admm"), None
     T = _FixedPointMap(problem, options, sigma)
     T.set_rho(float(options.rho) if options.rho is not None else default_rho(problem))
     alpha = RELAXATION
     accelerator = anderson_accelerator(options)
     like = {"dtype": problem.X.dtype, "device": problem.X.device}
-    p = anchor = torch.zeros(sum(T.sizes), **like)
+    if warm_start is None:
+        p = anchor = torch.zeros(sum(T.sizes), **like)
+    else:
+        if warm_start.x.shape[0] != sum(T.sizes) or warm_start.sigma != sigma:
+            raise InputValueError("warm_start: expected the state of a solve on the same X, "
+                                  "loss and patterns")
+        # the multipliers scaled by the ratio of the lams (the group duals have norm lam)
+        scale = problem.lam / (warm_start.lam * T.rho)
+        p = anchor = torch.add(warm_start.x, warm_start.multipliers, alpha=scale)
     status, n_iter, last_rho_change = Status.MAX_ITER, 0, 0
     primal_rel = dual_rel = math.inf
+    next_refit = 0
+    certified: ConvexNNResult | None = None
     history: dict[str, list[float]] = {"primal_residual": [], "dual_residual": [],
                                        "relative_primal_residual": [],
-                                       "relative_dual_residual": [], "objective": [], "rho": []}
+                                       "relative_dual_residual": [], "objective": [], "rho": [],
+                                       "gap": [], "gap_iteration": []}
     with progress(options.max_iter, options.verbose, desc="admm") as bar:
         for it in range(1, options.max_iter + 1):
             n_iter = it
@@ -508,9 +545,19 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
             dual_rel = dual_res / max(dual_scale, 1e-300)
             history["relative_primal_residual"].append(primal_rel)
             history["relative_dual_residual"].append(dual_rel)
-            if primal_rel <= options.tol and dual_rel <= options.tol:
-                status = Status.OPTIMAL
-                break
+            feasible = primal_rel <= options.tol
+            refit = feasible and dual_rel <= options.tol and it >= next_refit
+            if refit or (feasible and it % CERTIFY_EVERY == 0):
+                check = _certificate(problem, T, x_next, duals, Fu, sigma,
+                                     NNLS_STEPS if refit else 0, status=Status.OPTIMAL,
+                                     n_iter=it, solve_time=0.0)
+                if refit:
+                    next_refit = 2 * it
+                history["gap"].append(check.gap / max(abs(check.bound), 1e-300))
+                history["gap_iteration"].append(it)
+                if within_tolerance(check.objective, check.bound, options.tol):
+                    status, certified = Status.OPTIMAL, check
+                    break
             if it == options.max_iter:
                 break
             imbalance = min(max(math.sqrt(primal_rel / max(dual_rel, 1e-300)),
@@ -527,24 +574,21 @@ def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
                 p = anchor = p_next
                 continue
             p, anchor = anderson_advance(accelerator, it, anchor, p_next)
+    fields = {"status": status, "n_iter": n_iter, "history": history,
+              "residuals": {"primal": history["primal_residual"][-1],
+                            "dual": history["dual_residual"][-1]}}
+    result = _certificate(problem, T, x_next, duals, Fu, sigma, NNLS_STEPS, **fields,
+                          solve_time=time.perf_counter() - start)
+    if certified is not None and certified.bound > result.bound:  # the refit lost ground
+        result = dataclasses.replace(certified, **fields, solve_time=result.solve_time)
     if status is Status.MAX_ITER:
         warnings.warn(
-            f"admm: stopped at max_iter={options.max_iter} before reaching tol={options.tol} "
-            f"(relative residuals {primal_rel:.2e}, {dual_rel:.2e})",
+            f"admm: stopped at max_iter={options.max_iter} before certifying tol={options.tol} "
+            f"(certified relative gap {result.gap / max(abs(result.bound), 1e-300):.2e}; "
+            f"relative residuals {primal_rel:.2e}, {dual_rel:.2e})",
             ConvergenceWarning, stacklevel=2,
         )
     elif status is Status.NUMERICAL:
         warnings.warn("admm: the iterates are not finite", ConvergenceWarning, stacklevel=2)
-    s, (a, _, c) = T.split(x_next)[1], T.split(duals)
-    v, w = s[0] / sigma, s[1] / sigma
-    rho = T.rho
-    duals_l = [T.block.multiplier(a, Fu, rho),
-               problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
-    return certify(
-        problem, v, w, duals=duals_l, mu=-rho * T.ops.cone_weight * c[0],
-        nu=-rho * T.ops.cone_weight * c[1], status=status,
-        n_iter=n_iter, solve_time=time.perf_counter() - start, solver="admm",
-        residuals={"primal": history["primal_residual"][-1],
-                   "dual": history["dual_residual"][-1]},
-        history=history,
-    )
+        return result, None
+    return result, WarmStart(x_next, T.rho * duals, sigma, problem.lam)

@@ -28,7 +28,7 @@ import torch
 
 from certopt.convexnn.certificate import scaled_dual_bound
 from certopt.convexnn.losses import Loss, get_loss
-from certopt.convexnn.patterns import all_patterns, sample_patterns
+from certopt.convexnn.patterns import all_patterns, sample_patterns, unique_patterns
 from certopt.core.arrays import (
     ArrayLike,
     as_tensor,
@@ -47,8 +47,10 @@ class SolverOptions:
     Attributes
     ----------
     max_iter : iteration limit of iterative solvers.
-    tol : relative tolerance: ADMM stops when its primal and dual residuals
-        are below ``tol`` times the size of the iterates (see :mod:`admm`).
+    tol : the certified relative gap at which every solver stops: F of the returned
+        network minus the dual bound <= tol |bound|
+        (:func:`~certopt.convexnn.certificate.within_tolerance`).  1e-6 here, for
+        direct solver calls; the estimators and ``certopt train`` default to 1e-4.
     verbose : show a progress bar.
     rho : initial ADMM penalty; ``None`` picks one from the data.
     cvxpy_solver : cvxpy solver name for ``solver="cvxpy"`` (``None``: Clarabel or best).
@@ -57,7 +59,7 @@ class SolverOptions:
     linear_solver : the ADMM's u-system solver, ``"direct"`` (n x n factor),
         ``"cg"`` (matrix free) or ``"auto"`` (direct up to a size).
     cone_weight : the ADMM's weight gamma > 0 of the cone block, t = gamma G u (a penalty
-        gamma^2 rho on the cone constraints, rho on the others; measured in :mod:`admm`).
+        gamma^2 rho on the cone constraints, rho on the others; see :mod:`admm`).
     """
 
     max_iter: int = 10_000
@@ -71,7 +73,47 @@ class SolverOptions:
     cone_weight: float = 1.0
 
 
-def _generator(random_state: Any) -> torch.Generator:
+MAX_PATTERN_BYTES = 2 ** 28
+"""Largest (P, n) float64 array of patterns accepted (256 MiB): the solvers hold a few
+dozen arrays of that shape."""
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool; anything but a Python or numpy boolean is an error."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputTypeError(f"{name}: expected True or False, got {value!r}")
+
+
+def check_pattern_memory(n_patterns: int, n_samples: int) -> None:
+    """Refuse ``n_patterns`` whose (P, n) float64 pattern array would exceed MAX_PATTERN_BYTES."""
+    estimate = n_patterns * n_samples * 8
+    if estimate > MAX_PATTERN_BYTES:
+        raise InputValueError(
+            f"n_patterns: {n_patterns} patterns of {n_samples} samples need about "
+            f"{estimate / 2 ** 20:.0f} MiB per (P, n) array (P n 8 bytes; the solvers hold "
+            f"several), above the limit of {MAX_PATTERN_BYTES / 2 ** 20:.0f} MiB; expected "
+            f"n_patterns <= {MAX_PATTERN_BYTES // (8 * n_samples)}"
+        )
+
+
+def gate_patterns(X_aug: torch.Tensor, gates: ArrayLike, n_features: int) -> torch.Tensor:
+    """Patterns 1[X_aug g >= 0] of user gates (G, d) or (G, d_aug), deduplicated."""
+    G = as_tensor(gates, "gates", ndim=2, dtype=torch.float64)
+    width = X_aug.shape[1]
+    if G.shape[1] == n_features < width:
+        G = torch.cat([G, torch.zeros(G.shape[0], width - n_features, dtype=G.dtype)], dim=1)
+    if G.shape[1] != width or G.shape[0] == 0:
+        raise InputValueError(
+            f"gates: expected shape (G, {n_features})"
+            + (f" or (G, {width})" if width != n_features else "")
+            + f" with G >= 1, got {tuple(G.shape)}")
+    check_pattern_memory(G.shape[0], X_aug.shape[0])
+    masks = (X_aug.to(torch.float64).cpu() @ G.T >= 0).T
+    return unique_patterns(masks).to(device=X_aug.device, dtype=X_aug.dtype)
+
+
+def random_generator(random_state: Any) -> torch.Generator:
     """A CPU torch.Generator from None, an int, a numpy RandomState or a Generator."""
     if isinstance(random_state, torch.Generator):
         return random_state
@@ -125,12 +167,16 @@ class ConvexReLUProblem:
         fit_intercept: bool = True,
         random_state: Any = None,
         device: str | torch.device | None = None,
+        gates: ArrayLike | None = None,
     ) -> ConvexReLUProblem:
         """Validate raw data, augment it and build its patterns.
 
         ``n_patterns`` is an int (sample that many Gaussian gates; duplicates
-        and the all-zero pattern are dropped, so P <= n_patterns) or ``"all"``
-        (every pattern; augmented rank <= 4).  Work happens on ``device``
+        and the all-zero pattern are dropped, so P <= n_patterns; n_patterns n 8
+        bytes at most MAX_PATTERN_BYTES) or ``"all"`` (every pattern; augmented
+        rank <= 4); ``gates`` (G, d) or (G, d + 1) gate vectors, when given, replace
+        it: the patterns are 1[X_aug g >= 0] (deduplicated, the empty one dropped), a
+        (G, d) gate getting a zero bias weight.  Work happens on ``device``
         (default: X's) in float64 on CPU and in X's floating dtype on CUDA.
         """
         spec = spec_of(X)
@@ -142,10 +188,14 @@ class ConvexReLUProblem:
         if n == 0 or X_t.shape[1] == 0:
             raise InputValueError(f"X: expected a non-empty matrix, got shape {tuple(X_t.shape)}")
         lam = check_scalar(lam, "lam", low=0.0, low_inclusive=False)
+        fit_intercept = check_flag(fit_intercept, "fit_intercept")
         loss_obj = get_loss(loss)
         loss_obj.check_targets(y_t)
         X_aug = cls.augment(X_t, fit_intercept)
-        if isinstance(n_patterns, str):
+        if gates is not None:
+            D = gate_patterns(X_aug, gates, X_t.shape[1])
+            is_global = False
+        elif isinstance(n_patterns, str):
             if n_patterns != "all":
                 raise InputValueError(
                     f"n_patterns: expected a positive integer or 'all', got {n_patterns!r}"
@@ -154,11 +204,15 @@ class ConvexReLUProblem:
             is_global = True
         else:
             count = check_scalar(n_patterns, "n_patterns", low=1, integer=True)
-            D = sample_patterns(X_aug, count, _generator(random_state))
+            check_pattern_memory(count, n)
+            D = sample_patterns(X_aug, count, random_generator(random_state))
             is_global = False
         if D.shape[0] == 0:
-            raise InputValueError("X: every activation pattern is empty (is X all zeros?)")
-        return cls(X_aug, y_t, D.to(dtype), loss_obj, lam, bool(fit_intercept), is_global)
+            raise InputValueError(
+                f"X: every sampled activation pattern of the {n} x {X_aug.shape[1]} data is "
+                "empty (no gate activates any sample); expected more n_patterns or another "
+                "random_state")
+        return cls(X_aug, y_t, D.to(dtype), loss_obj, lam, fit_intercept, is_global)
 
     @staticmethod
     def augment(X: torch.Tensor, fit_intercept: bool) -> torch.Tensor:

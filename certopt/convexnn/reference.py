@@ -10,17 +10,20 @@ cone constraints) through :func:`certopt.convexnn.certificate.certify`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 
 import cvxpy as cp
 import numpy as np
 import torch
 
-from certopt.convexnn.certificate import certify
+from certopt.convexnn.certificate import certify, within_tolerance
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
 from certopt.core.cvx import solve
+from certopt.core.errors import ConvergenceWarning
 from certopt.core.result import Status
 
 CVXPY_LOSSES: dict[str, Callable[[cp.Expression, np.ndarray], cp.Expression]] = {
@@ -55,7 +58,10 @@ def solve_cvxpy(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNR
     """Solve the program with cvxpy (Clarabel by default) and certify the answer.
 
     Groups with ||v_i|| <= 1e-9 max_j ||v_j|| are set to zero (interior-point
-    solvers return tiny nonzero groups).  Dual candidates: the gradient of L
+    solvers return tiny nonzero groups).  The status is OPTIMAL only when the
+    certificate proves the relative gap <= ``options.tol``, as for every solver
+    (INACCURATE, with a :class:`ConvergenceWarning`, when the solver's optimum
+    certifies less).  Dual candidates: the gradient of L
     at the prediction and +-(multiplier of z = ...), whichever bounds best.
     """
     start = time.perf_counter()
@@ -81,5 +87,13 @@ def solve_cvxpy(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNR
                   else None for c in constraints[1:])
         if mu is None or nu is None:
             mu = nu = None
-    return certify(problem, v, w, duals=duals, mu=mu, nu=nu, status=status, n_iter=0,
-                   solve_time=time.perf_counter() - start, solver="cvxpy")
+    n_iter = int(getattr(model.solver_stats, "num_iters", None) or 0)
+    result = certify(problem, v, w, duals=duals, mu=mu, nu=nu, status=status, n_iter=n_iter,
+                     solve_time=time.perf_counter() - start, solver="cvxpy")
+    if status is Status.OPTIMAL and not within_tolerance(result.objective, result.bound,
+                                                         options.tol):
+        warnings.warn(f"cvxpy: the solver's answer is certified only to a relative gap of "
+                      f"{result.gap / abs(result.bound):.2e}, above tol={options.tol}",
+                      ConvergenceWarning, stacklevel=2)
+        result = dataclasses.replace(result, status=Status.INACCURATE)
+    return result

@@ -41,25 +41,20 @@ network of the sampled program, the ADMM's included).  The network is not
 forced into its patterns' cones: F is always evaluated on the real ReLU
 network, and a network whose neurons leave the sampled cones can have F
 below min G (``residuals["cone_violation"]`` says by how much it leaves
-them; the gap is then negative).  Measured (benchmarks/convexnn_sampled.py,
-n = 2000, d = 50, P = 100): the first check's network has F 0.096 against
-min G = 0.239 (squared loss), and F 0.30 against 0.53 (hinge).
+them; the gap is then negative, as is typical when n >> d).
 
 Why not split each gated u_i into its cones (v_i - w_i = u_i, both in the
-cone, same predictions)?  Measured on that problem: the gated optimum (0.052)
-is far below min G (0.239) because with n >> d the cones are narrow, and
-the smallest split (an SOCP per group) multiplies ||u_i|| by about 38, so
-the split network has F > 1.2: no bound certifies it.
+cone, same predictions)?  With n >> d the cones are narrow: the smallest
+split (an SOCP per group) multiplies ||u_i|| many times over, and no bound
+certifies the split network.
 
 When the cheap path does not certify within ``AL_ROUNDS`` rounds, or stops
 early because ``AL_PATIENCE`` certificates in a row did not shrink the
-certified relative gap (F - bound) / |bound| (measured on small hinge
-problems, n = 80: the bound creeps up by a few per cent per check while F
-stays), the accurate path runs:
+certified relative gap (F - bound) / |bound| (the bound can creep up by a
+few per cent per check while F stays), the accurate path runs:
 the ADMM on the support with a working set, at min(tol, ``FALLBACK_MAX_TOL``)
 since the ADMM's tol bounds its residuals, not the gap.  The gated support can miss
-patterns the ReLU optimum needs (measured: F up to 16% above the ADMM's on
-all patterns), so after each solve the patterns off the support whose dual
+patterns the ReLU optimum needs, so after each solve the patterns off the support whose dual
 constraint (section 4, NNLS cone multipliers) the network violates are
 added and the program re-solved, at ``SCREENING_TOL`` until no pattern is
 missing, then at ``tol``.  The result is the optimum over all P patterns
@@ -87,7 +82,7 @@ from collections.abc import Iterator
 import torch
 
 from certopt.convexnn.admm import group_shrink, solve_admm
-from certopt.convexnn.certificate import certify, fit_cone_multipliers
+from certopt.convexnn.certificate import certify, fit_cone_multipliers, within_tolerance
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
 from certopt.core.errors import ConvergenceWarning
@@ -99,9 +94,8 @@ GATED_HINGE_SMOOTHING = 0.1
 proposes a support and a warm start."""
 AL_HINGE_SMOOTHING = 0.05
 """Width of the hinge loss's Moreau smoothing in the augmented-Lagrangian rounds; the
-smoothed gradient is the certificate's dual l.  Measured at n = 2000, d = 50, P = 100:
-width 1e-3 (with rounds of 100 steps) gave bounds 0.17-0.26 (the optimum is 0.53) and
-never certified; 0.05 certifies F = 0.302 by a bound of 0.327 at the second check."""
+smoothed gradient is the certificate's dual l (a narrower smoothing gave bounds too weak
+to certify)."""
 CHECK_EVERY = 10
 """FISTA steps between two stopping tests."""
 WORKING_SET_ROUNDS = 6
@@ -118,10 +112,7 @@ AL_ROUNDS = 4
 """Multiplier updates of the cheap path at most before the ADMM fallback."""
 AL_INNER_ITER = 600
 """FISTA steps at most per round; a round ends earlier when its FISTA meets
-``SCREENING_TOL``.  Measured (hinge, n = 1000, d = 20, P = 50): rounds of 100 steps
-scaled the certificate's dual by 0.6-0.7 (bounds <= 0.36 for F 0.40-0.45) and fell
-back to the ADMM; within one longer round the scale rose to 0.86 and F = 0.392 was
-certified by a bound of 0.388 after 400 steps."""
+``SCREENING_TOL`` (short rounds left the certificate's dual badly scaled)."""
 AL_CHECK_ITER = 100
 """FISTA steps between two certificates of the cheap path (within a round)."""
 AL_PATIENCE = 3
@@ -129,9 +120,8 @@ AL_PATIENCE = 3
 AL_PENALTY = 10.0
 """The augmented Lagrangian's penalty delta, times n (the loss is a mean over n samples)."""
 FALLBACK_MAX_TOL = 1e-3
-"""The fallback ADMM runs at min(tol, FALLBACK_MAX_TOL): its tol bounds residuals, not the
-gap (measured at n = 2000, d = 50, P = 100: certified relative gaps 9% at 1e-2 (squared)
-and 51-59% at 2e-2 (hinge), but 0.6% and 2.2% at 1e-3)."""
+"""The fallback ADMM runs at min(tol, FALLBACK_MAX_TOL) (it certifies its support only, and
+looser runs left gaps of several per cent over all patterns)."""
 CHECK_NNLS_STEPS = 100
 """Multiplier-fit steps of each round's certificate (the final certificates use the
 default cap, ``certificate.NNLS_STEPS``)."""
@@ -334,11 +324,6 @@ def violated_patterns(problem: ConvexReLUProblem, support: torch.Tensor,
     return missing
 
 
-def within_tolerance(objective: float, bound: float, tol: float) -> bool:
-    """The certified test F - bound <= tol |bound| (bound finite): then F <= (1 + tol) min G."""
-    return math.isfinite(bound) and objective - bound <= tol * abs(bound)
-
-
 def embed(values: torch.Tensor, support: torch.Tensor, P: int) -> torch.Tensor:
     """(..., P, k) tensor with ``values`` (..., |support|, k) on the support, zero elsewhere."""
     out = values.new_zeros(*values.shape[:-2], P, values.shape[-1])
@@ -455,11 +440,11 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     (``residuals["cone_violation"]``), so ``convex_objective`` (G at (v, w))
     then describes no feasible point, and the gap can be negative.
     Otherwise the working-set ADMM runs at min(tol, ``FALLBACK_MAX_TOL``)
-    and its status is returned: there OPTIMAL means the ADMM's residual test
-    passed (its meaning of tol), not that the gap is below tol (MAX_ITER
-    with a ConvergenceWarning when it stopped early; INACCURATE, with the
-    warning, when patterns outside the support still violate their dual
-    constraint after WORKING_SET_ROUNDS re-solves).  ``options.max_iter``
+    and its status is returned, OPTIMAL only when the certificate over all P
+    patterns proves the gap <= tol as well (MAX_ITER with a ConvergenceWarning
+    when it stopped early; INACCURATE, with the warning, when patterns outside
+    the support still violate their dual constraint after WORKING_SET_ROUNDS
+    re-solves, or when the full certificate falls short of tol).  ``options.max_iter``
     bounds the FISTA steps of steps 1 and 2 together; each of the fallback's
     ADMM solves gets what is left (at least one iteration).
     """
@@ -519,13 +504,20 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
     v, w = accurate.v, accurate.w
     prediction = problem.predict_convex(v, w)
     # the restricted ADMM's own dual (its loss, its n samples) is a dual point of the full
-    # program too; measured (hinge, n = 80, P = 20, 18 on the support; test_sampled.py):
-    # bound 0.246 with it, 0.108 with the gradients alone, for F = 0.247
+    # program too, and far tighter than the gradients alone for the hinge loss
     duals = [] if accurate.network.dual is None else [accurate.network.dual]
     duals.append(problem.loss.gradient(prediction, problem.y))
     if problem.loss.name == "hinge":  # a smoothed gradient bounds better than a subgradient
         # (the cheap path's width, shared)
         duals.append(GatedProgram(problem, AL_HINGE_SMOOTHING).smoothed_loss(prediction)[1])
-    return certify(problem, v, w, duals=duals, mu=None, nu=None, status=status,
-                   n_iter=n_iter, solve_time=solve_time, solver="sampled",
-                   residuals=residuals)
+    result = certify(problem, v, w, duals=duals, mu=None, nu=None, status=status,
+                     n_iter=n_iter, solve_time=solve_time, solver="sampled",
+                     residuals=residuals)
+    if status is Status.OPTIMAL and not within_tolerance(result.objective, result.bound,
+                                                         options.tol):
+        warnings.warn(f"sampled: the network over all {problem.n_patterns} patterns is "
+                      f"certified only to a relative gap of "
+                      f"{result.gap / abs(result.bound):.2e}, above tol={options.tol}",
+                      ConvergenceWarning, stacklevel=2)
+        result = dataclasses.replace(result, status=Status.INACCURATE)
+    return result

@@ -213,7 +213,7 @@ def test_cone_weight_keeps_the_optimum_and_a_valid_certificate(loss, cone_weight
 
     def certify_without_refit(*args, **kwargs):  # the solver's own multipliers, unrefitted
         certified.append(kwargs)
-        return admm_certify(*args, **kwargs, nnls_steps=0)
+        return admm_certify(*args, **{**kwargs, "nnls_steps": 0})
 
     admm_certify = admm.certify
     monkeypatch.setattr(admm, "certify", certify_without_refit)
@@ -221,7 +221,7 @@ def test_cone_weight_keeps_the_optimum_and_a_valid_certificate(loss, cone_weight
                                                cone_weight=cone_weight))
     assert result.status is Status.OPTIMAL
     # mu = -gamma rho c: with the factor gamma the dual constraints hold to the tolerance
-    kwargs = certified[0]
+    kwargs = certified[-1]
     dual = problem.loss.project_dual(kwargs["duals"][0], problem.y)
     worst = problem.dual_constraint_norms(dual, kwargs["mu"].clamp(min=0),
                                           kwargs["nu"].clamp(min=0)).max()

@@ -12,7 +12,7 @@ be perturbed by ``||delta_k||_inf <= eps`` on the *feature* coordinates only
 
     zhat = sum_i D_i X (v_i - w_i),   r_k = sum_i [D_i]_kk (v_i - w_i)_f.
 
-with the worst-case loss l_wc of :mod:`robust_losses` (hinge: max(0, 1 -
+with the worst-case loss l_wc of :mod:`.losses` (hinge: max(0, 1 -
 y zhat + spread); squared: (|y - zhat| + spread)^2 / 2).  The robust cone
 constraints keep every pattern valid on the whole ball, so the network's
 output there is affine with range ``zhat_k -+ eps ||r_k||_1``: the objective
@@ -39,7 +39,7 @@ import torch
 from certopt.convexnn.attack import check_norm
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.result import ConvexNNResult
-from certopt.convexnn.robust_losses import RobustLoss, get_robust_loss
+from certopt.convexnn.robust.losses import RobustLoss, get_robust_loss
 from certopt.core.arrays import check_scalar
 from certopt.core.errors import InputTypeError, InputValueError
 from certopt.core.result import duality_gap
@@ -215,7 +215,7 @@ class GroupOperators:
         """(bound, scale): a lower bound on the robust program's optimum, by scaling.
 
         Weak duality for the program written with these maps: with the loss's
-        dual terms (a, r_dual) in its domain (:mod:`robust_losses`),
+        dual terms (a, r_dual) in its domain (:mod:`.losses`),
         ``t_dual <= 0``, ``||q_dual_j||_inf <= eps sum_k (-t_dual_kj)`` and, for
         every group j, ``||(F^T a + R^T r_dual + G^T t_dual + Q^T q_dual)_j||_2
         <= lam``, the optimum is >= ``-L*(a, r_dual)``.  The guess is clipped
@@ -290,6 +290,11 @@ def make_robust_result(problem: RobustProblem, v: torch.Tensor, w: torch.Tensor,
     )
 
 
+ROBUST_IP_MAX_SIZE = 20_000
+"""``solver="auto"`` solves the robust program by cvxpy up to this n P d: Clarabel was
+the faster at n P d ~ 10^3 and the robust ADMM at ~ 10^5 (benchmarks/RESULTS.md)."""
+
+
 def fit_robust(problem: ConvexReLUProblem, eps: float, norm: Any = "inf", solver: str = "admm",
                options: SolverOptions | None = None) -> RobustResult:
     """Train the robust network of section 7 over ``problem``'s patterns.
@@ -299,18 +304,22 @@ def fit_robust(problem: ConvexReLUProblem, eps: float, norm: Any = "inf", solver
     problem : a hinge or squared loss :class:`ConvexReLUProblem` (data, targets, patterns, lam).
     eps : radius of the ell_inf ball (>= 0; 0 gives the standard program).
     norm : ``"inf"`` (the only ball supported).
-    solver : ``"admm"`` (:mod:`robust_admm`, torch, any device) or ``"cvxpy"``
-        (:mod:`robust_reference`, small problems).
+    solver : ``"admm"`` (:mod:`.admm`, torch, any device), ``"cvxpy"``
+        (:mod:`.reference`, small problems) or ``"auto"`` (cvxpy when n P d <=
+        ROBUST_IP_MAX_SIZE, else the ADMM).
     options : max_iter, tol, rho, verbose, cvxpy_solver.
     """
     robust = RobustProblem.from_problem(problem, eps, norm)
     options = options if options is not None else SolverOptions()
+    if solver == "auto":
+        size = problem.n_samples * problem.n_patterns * problem.n_features
+        solver = "cvxpy" if size <= ROBUST_IP_MAX_SIZE else "admm"
     if solver == "admm":
-        from certopt.convexnn.robust_admm import robust_admm
+        from certopt.convexnn.robust.admm import robust_admm
         return robust_admm(robust, options)
     if solver == "cvxpy":
-        from certopt.convexnn.robust_reference import solve_robust_cvxpy
+        from certopt.convexnn.robust.reference import solve_robust_cvxpy
         return solve_robust_cvxpy(robust, options)
     raise InputValueError(
-        f"solver: expected 'admm' or 'cvxpy' for adversarial training, got {solver!r}"
+        f"solver: expected 'auto', 'admm' or 'cvxpy' for adversarial training, got {solver!r}"
     )

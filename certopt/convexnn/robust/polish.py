@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from certopt.convexnn.robust import GroupOperators
-from certopt.convexnn.robust_losses import RobustLoss
+from certopt.convexnn.robust.losses import RobustLoss
+from certopt.convexnn.robust.problem import GroupOperators
 
 MAX_UNKNOWNS = 3000
 NEWTON_STEPS = 30

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from certopt.convexnn.problem import SolverOptions
-from certopt.convexnn.robust import RobustProblem, RobustResult, make_robust_result
+from certopt.convexnn.robust.problem import RobustProblem, RobustResult, make_robust_result
 from certopt.core import cvx
 
 

@@ -14,22 +14,8 @@ eps -> eps / sigma, u -> sigma u), and the constraint blocks are scaled,
 (z, c_r r, c_t t, c_q q, c_s s) = C A u (``BLOCK_SCALES``; a change of
 variables, see :class:`_RobustMap`): the cone rows S_i X u have small norms
 and the loss rows R u large ones (||R|| ~ sqrt(n P)), and c = (1, 0.3, 3,
-0.3, 0.3) balanced them.  Measured (benchmarks/convexnn_robust.py, 8
-instances n = 30, d = 3, P = 10, hinge and squared, eps 0 and 0.1, plain
-ADMM without polish after 4000 iterations): 7 of 8 within 1e-5 of
-Clarabel's objective with cone violations <= 5e-5, against 3 of 8 with
-c = 1; the last one (hinge, eps 0.1, seed 1) stalls 1% off with either and
-needs rho = 1e-2, which slows the others (a rho schedule stepping rho 10x
-when the iterate stalled outside the cones served it until candidates outside
-the cones counted; it kept breast cancer at eps 0.05 from converging and was
-removed).  OSQP-style
-residual balancing drove rho to 0 (relative residuals) or 25x up (absolute
-ones) and slowed every instance.  On 8 more instances (seeds 6, 7, eps 0.05
-and 0.2) 7 were certified when only candidates meeting the cones counted; the
-hinge one at seed 6, eps 0.05, stalls 3.3% below the optimum with the cones
-violated by 1.4e-3, for every rho tried (since candidates outside the cones
-count, see Stopping, all 8 are certified, that one after 200 iterations); on
-breast cancer at eps 0.05 and 0.03 the iterate crawls (measured below).
+0.3, 0.3) balanced them (residual balancing of rho slowed every instance;
+benchmarks/RESULTS.md).
 Per iteration: one product with the explicit inverse of ``A^T C^2 A``
 (computed once; rho only scales the duals, so it never changes),
 over-relaxation, then batched proximal maps:
@@ -46,7 +32,7 @@ Anderson acceleration (``options.anderson_memory`` = m > 0) extrapolates
 T^ANDERSON_INTERVAL from its last m pairs (safeguarded,
 :mod:`certopt.core.anderson`).
 
-Polish (:mod:`robust_polish`) at iterations 50, 100, 200, 400, 800, then
+Polish (:mod:`.polish`) at iterations 50, 100, 200, 400, 800, then
 every 500 and at the last one, when the iterate is near the cones
 (``POLISH_VIOLATION``): Newton on the piece the split variables identify;
 its multipliers are one more dual guess.  Once a candidate is
@@ -73,25 +59,10 @@ program's optimum up to that tolerance.  The gap may be negative, and
 below the cone program's optimum.  Otherwise status MAX_ITER with a
 ConvergenceWarning, returning the best candidate.
 
-Measured (breast cancer, n = 250, d = 31, P = 20, lam = 1e-3, hinge, one
-thread): the cone program's optimum (Clarabel) is 1 (zero network) at eps
-0.1, 0.423 at eps 0.05 (4 groups, norms up to 1185 on the rescaled data:
-v_11 and w_11 nearly cancel) and 0.0477 at eps 0.03.  With the former fixed
-rho = 1e-3 the iterate crawled towards these far optima: at eps 0.05 the
-program objective of s was 0.36 / 0.46 / 0.45 after 2000 / 9000 / 15000
-iterations, cone violations 2e-2 / 1e-3 / 7e-4, dual bounds 0.03-0.08 (also
-restricted to the optimum's two patterns, 15% off after 5000; block scales
-c_r, c_q in 0.1..1, c_t in 1..10, c_s down to 0.003 did not help, nor
-Anderson; the polish never ran: more than MAX_UNKNOWNS).  But its early
-iterates, outside the cones, were certified networks far below the cone
-optimum (0.184 at eps 0.05; PGD, 200 steps, 5 restarts: attacked hinge
-0.1765 <= certified loss 0.1798).  With candidates outside the cones counted
-and rho = RHO_PER_LAM * lam / sigma (1.2e-5 here) the ADMM certifies eps 0.1,
-0.05, 0.03 after 540, 870, 2480 iterations (1.4, 2.3, 6.1 s against
-Clarabel's 6.4, 25.5, 21.2 s) with networks certified 81%, 79% and 12% below
-the cone optimum (benchmarks/convexnn_robust.py).  A certified gap <= tol is
-reached this way whenever some network beats the cone program: the solve
-ends once the dual bound passes the best candidate's certified objective.
+Counting candidates outside the cones is what lets the ADMM end: a certified
+gap <= tol is reached whenever some network beats the cone program, once the
+dual bound passes the best candidate's certified objective (readings in
+benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -105,14 +76,14 @@ import torch
 
 from certopt.convexnn.admm import anderson_accelerator, anderson_advance, group_shrink
 from certopt.convexnn.problem import SolverOptions
-from certopt.convexnn.robust import (
+from certopt.convexnn.robust.losses import RobustLoss, soft_threshold
+from certopt.convexnn.robust.polish import polish
+from certopt.convexnn.robust.problem import (
     GroupOperators,
     RobustProblem,
     RobustResult,
     make_robust_result,
 )
-from certopt.convexnn.robust_losses import RobustLoss, soft_threshold
-from certopt.convexnn.robust_polish import polish
 from certopt.core.arrays import check_scalar
 from certopt.core.errors import ConvergenceWarning, InputValueError
 from certopt.core.progress import progress
@@ -124,15 +95,9 @@ CHECK_EVERY = 10
 BLOCK_SCALES = (1.0, 0.3, 3.0, 0.3, 0.3)
 """Scales (c_z, c_r, c_t, c_q, c_s) of the constraint blocks (see :class:`_RobustMap`)."""
 RHO_PER_LAM = {"hinge": 0.7, "squared": 7.0}
-"""Initial penalty rho = RHO_PER_LAM[loss] * lam / sigma: per unit of the rescaled
-lam (sigma = ||X||_2).  On the small instances (lam = 1e-2, sigma 4.7-7.6) this is
-within 1.5x of the rho tuned there, 1e-3 (hinge) and 1e-2 (squared) (grids over
-3e-4..3e-2; with the block scales, 3x or 10x it left 2 to 4 of 8 instances further
-from the optimum after 4000 iterations).  Measured on breast cancer (lam = 1e-3,
-sigma = 57.4, eps 0.03): rho = 1e-3 (the former fixed default), 3e-4, 1e-4, 3e-5 left
-it uncertified after 10000 iterations (certified objectives 0.079, 0.050, 0.047,
-0.0453; bounds 0.010-0.045); 1.7e-5 certified it in 4690 and 1.2e-5 (this rule) in
-2430."""
+"""Initial penalty rho = RHO_PER_LAM[loss] * lam / sigma: per unit of the rescaled lam
+(sigma = ||X||_2), within 1.5x of the rho tuned on small instances, and the one that
+certified breast cancer where fixed penalties did not (benchmarks/RESULTS.md)."""
 RELAXATION = 1.6
 """Over-relaxation factor in (0, 2)."""
 NEWTON_STEPS = 100
@@ -142,9 +107,8 @@ POLISH_SPACING = 500
 POLISH_VIOLATION = 1e-2
 """Polish attempts at iterations 50, 100, 200, 400, 800, then every 500, and at the last,
 when the iterate violates the robust cones by at most POLISH_VIOLATION relative to
-max(1, |objective|) (farther off, the polished piece is a guess; measured: hinge, n =
-100, d = 3, P = 10, lam = 1e-3, eps 0.05, violation 0.3: the polish took 7.3 of 8.4 s
-and the same 1150 iterations certified without it)."""
+max(1, |objective|) (farther off, the polished piece is a guess and costs more than it
+saves)."""
 DUAL_FIT_STEPS = 200
 FIT_BELOW = 1e-3
 """At each polish, :func:`fit_cone_duals` (DUAL_FIT_STEPS steps) refits the cone

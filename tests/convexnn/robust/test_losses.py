@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from certopt.convexnn.robust_losses import RobustHinge, RobustSquared
+from certopt.convexnn.robust.losses import RobustHinge, RobustSquared
 
 
 def cvxpy_prox(name, a, b, y, eps, rho):

@@ -112,7 +112,7 @@ def test_admm_certifies_other_instances(seed, loss, eps):
 
 
 def test_cone_projection_warm_start_and_polar_fit(small):
-    from certopt.convexnn.robust_admm import fit_cone_duals, project_robust_cone
+    from certopt.convexnn.robust.admm import fit_cone_duals, project_robust_cone
 
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(24, 5, generator=gen, dtype=torch.float64)
