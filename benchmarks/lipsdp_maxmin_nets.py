@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import multiprocessing
 import sys
 import time
 from pathlib import Path
 
 import torch  # imported once, before forking the solves
+from _capped import run_capped
 from _report import report
 from threadpoolctl import threadpool_limits
 
@@ -37,7 +37,6 @@ import certopt.sdp  # noqa: F401
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "maxmin_nets"
 QUICK = ("weights_2_16", "weights_linf_2fc_16", "resweights_5_32")
-_FORK = multiprocessing.get_context("fork")
 
 
 def _certify(name: str, norm: str, device: str, connection) -> None:
@@ -58,19 +57,6 @@ def _certify(name: str, norm: str, device: str, connection) -> None:
         connection.send(row)
     except Exception as exc:  # reported as a skipped row
         connection.send({"skipped": f"failed: {type(exc).__name__}: {str(exc)[:60]}"})
-
-
-def _run(name: str, norm: str, device: str, cap: float) -> dict:
-    receiver, sender = _FORK.Pipe(duplex=False)
-    process = _FORK.Process(target=_certify, args=(name, norm, device, sender))
-    process.start()
-    if receiver.poll(cap):
-        row = receiver.recv()
-        process.join()
-        return row
-    process.kill()
-    process.join()
-    return {"skipped": f"> {cap:.0f} s cap"}
 
 
 def main() -> None:
@@ -99,7 +85,7 @@ def main() -> None:
     with threadpool_limits(args.threads):
         for name in names:
             for norm in args.norms:
-                row = _run(name, norm, args.device, args.cap)
+                row = run_capped(_certify, (name, norm, args.device), args.cap)
                 if "skipped" in row:
                     print(f"{name:<22} {norm:>4} {row['skipped']}")
                 else:

@@ -31,7 +31,6 @@ function returning a reason to skip a width.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import sys
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import cvxpy as cp
 import torch  # imported once, before forking the solves
+from _capped import run_capped
 from _report import report
 from threadpoolctl import threadpool_limits
 from torch import nn
@@ -83,7 +83,6 @@ if "MOSEK" in cp.installed_solvers():
 METHODS.append(Method("fast", {"method": "fast"}))
 METHODS.append(Method("first-order", {"method": "first-order"}))
 ANCHOR = "cvxpy+SCS"
-_FORK = multiprocessing.get_context("fork")
 
 
 def _network(width: int) -> nn.Sequential:
@@ -109,21 +108,6 @@ def _solve(options: dict, width: int, connection) -> None:
                          "n_iter": result.n_iter})
     except Exception as exc:  # reported as a skipped row
         connection.send({"skipped": f"failed: {type(exc).__name__}: {str(exc)[:50]}"})
-
-
-def _run(method: Method, width: int, cap: float) -> dict:
-    """Run one solve in a forked process (imports already done) under a time cap."""
-    receiver, sender = _FORK.Pipe(duplex=False)
-    process = _FORK.Process(target=_solve, args=(method.options, width, sender))
-    process.start()
-    if receiver.poll(cap):
-        row = receiver.recv()
-        process.join()
-        return row
-    process.kill()
-    process.join()
-    return {"skipped": f"> {cap:.0f} s cap" if process.exitcode in (-9, None)
-            else f"died (exit {process.exitcode}; out of memory?)"}
 
 
 def main() -> None:
@@ -177,7 +161,8 @@ def main() -> None:
             if args.methods and method.name not in args.methods:
                 continue
             reason = given_up.get(method.name) or method.skip(width, args)
-            row = {"skipped": reason} if reason else _run(method, width, cap)
+            row = ({"skipped": reason} if reason
+                   else run_capped(_solve, (method.options, width), cap))
             if "skipped" in row and not reason:
                 given_up[method.name] = f"skipped ({row['skipped']} at w={width})"
             rows[method.name] = row
