@@ -30,8 +30,11 @@ diagonal ``1 / reg`` (as if one entry were active), so its step is
 ``reg * grad``.  The system is solved matrix-free by Jacobi-preconditioned
 conjugate gradients: a product with ``H`` is two ``index_add`` over ``E``,
 ``O(|E|)`` work in torch on the potentials' device.  The step is accepted
-by Armijo backtracking on ``D`` itself, so every iterate is a point where
-the dual was evaluated: its value is a valid lower bound.
+by Armijo backtracking on ``D`` itself, and doubled while ``D`` rises
+linearly along it (a component of ``E`` whose marginals do not balance:
+a null direction of ``H``, where only the next kink stops the ascent), so
+every iterate is a point where the dual was evaluated: its value is a valid
+lower bound.
 
 On a fixed support the Newton iteration solves the convex QP restricted to
 that support; when that QP is infeasible its dual is unbounded and the
