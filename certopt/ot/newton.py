@@ -30,8 +30,11 @@ diagonal ``1 / reg`` (as if one entry were active), so its step is
 ``reg * grad``.  The system is solved matrix-free by Jacobi-preconditioned
 conjugate gradients: a product with ``H`` is two ``index_add`` over ``E``,
 ``O(|E|)`` work in torch on the potentials' device.  The step is accepted
-by Armijo backtracking on ``D`` itself, so every iterate is a point where
-the dual was evaluated: its value is a valid lower bound.
+by Armijo backtracking on ``D`` itself, and doubled while ``D`` rises
+linearly along it (a component of ``E`` whose marginals do not balance:
+a null direction of ``H``, where only the next kink stops the ascent), so
+every iterate is a point where the dual was evaluated: its value is a valid
+lower bound.
 
 On a fixed support the Newton iteration solves the convex QP restricted to
 that support; when that QP is infeasible its dual is unbounded and the
@@ -50,6 +53,9 @@ from certopt.ot.streaming import column_blocks
 
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 30
+MAX_EXPANSIONS = 30
+LINEAR_RATIO = 0.5
+"""Expand a full step while the rise is at least this share of its first-order prediction."""
 MAX_STEPS = 60
 STALL_STEPS = 8
 """Stop (INACCURATE) when the criterion has not halved in this many steps: a kink."""
@@ -139,6 +145,67 @@ def newton_direction(rows: torch.Tensor, cols: torch.Tensor, grad: torch.Tensor,
     return x
 
 
+@dataclass(frozen=True)
+class Step:
+    """The step length a line search accepted, its dual evaluations, whether it ran out."""
+
+    length: float
+    evaluations: int
+    out_of_budget: bool
+
+
+def line_search(duals, alpha: torch.Tensor, beta: torch.Tensor, direction: torch.Tensor,
+                value: float, slope: float, tol: float, budget: int, slack: float):
+    """Armijo backtracking from the full step, and doubling while the dual rises linearly.
+
+    Backtracking halves the step until ``D(x + t d) - D(x) >= ARMIJO t slope``
+    (``slope = grad . d``, with a round-off slack) or the trial meets ``tol``.
+    A full step whose rise is at least ``LINEAR_RATIO`` of ``t slope`` lies
+    where ``D`` is nearly linear along ``d`` (a null direction of ``H``: a
+    component of the active set whose marginals do not balance, which no
+    Hessian step resolves), so the step is doubled while the rise stays that
+    linear and the max-norm stays below ``duals.step_limit``: the next kink is
+    reached in logarithmically many evaluations.  Returns the :class:`Step`
+    and the accepted evaluation (None when no step was accepted).
+    """
+    n = duals.n
+
+    def evaluate(length: float):
+        trial = duals.dual(alpha + length * direction[:n], beta + length * direction[n:])
+        rise = float(trial.value) - value
+        finite = math.isfinite(float(trial.value))
+        met = finite and criterion_of(trial.grad) <= tol
+        tolerance = slack * max(abs(value), abs(float(trial.value))) if finite else 0.0
+        return trial, finite, met, rise + tolerance
+
+    length, count = 1.0, 0
+    for _ in range(MAX_BACKTRACKS):
+        if count >= budget:
+            return Step(length, count, True), None
+        trial, finite, met, rise = evaluate(length)
+        count += 1
+        if finite and (met or rise >= ARMIJO * length * slope):
+            break
+        length *= 0.5
+    else:
+        return Step(length, count, False), None          # no ascent step: a kink or round-off
+    if length < 1.0 or met:
+        return Step(length, count, False), trial
+    longest = float(direction.abs().max())
+    for _ in range(MAX_EXPANSIONS):
+        if (rise < LINEAR_RATIO * length * slope or count >= budget
+                or 2 * length * longest > duals.step_limit):
+            break
+        bigger, finite, met, bigger_rise = evaluate(2 * length)
+        count += 1
+        if not finite or bigger_rise <= rise:
+            break
+        length, trial, rise = 2 * length, bigger, bigger_rise
+        if met:
+            break
+    return Step(length, count, False), trial
+
+
 def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: float,
                       max_eval: int, max_steps: int = MAX_STEPS,
                       stall_steps: int | None = STALL_STEPS) -> NewtonOutcome:
@@ -170,29 +237,14 @@ def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: fl
         if longest > duals.step_limit:
             direction = direction * (duals.step_limit / longest)
         slope = float(grad @ direction)
-        step = 1.0
-        for _ in range(MAX_BACKTRACKS):
-            if count >= max_eval:
-                status = Status.MAX_ITER
-                break
-            trial_alpha = alpha + step * direction[:n]
-            trial_beta = beta + step * direction[n:]
-            trial = duals.dual(trial_alpha, trial_beta)
-            count += 1
-            trial_value = float(trial.value)
-            trial_crit = criterion_of(trial.grad)
-            rise = trial_value - value
-            if math.isfinite(trial_value) and (
-                    trial_crit <= tol or rise >= ARMIJO * step * slope
-                    - slack * max(abs(value), abs(trial_value))):
-                break
-            step *= 0.5
-        else:
-            status = Status.INACCURATE         # no ascent step: a kink or round-off
-        if status is not Status.OPTIMAL:
+        step, trial = line_search(duals, alpha, beta, direction, value, slope, tol,
+                                  max_eval - count, slack)
+        count += step.evaluations
+        if trial is None:
+            status = Status.MAX_ITER if step.out_of_budget else Status.INACCURATE
             break
-        alpha, beta, evaluation = trial_alpha, trial_beta, trial
-        value, crit = trial_value, trial_crit
+        alpha, beta = alpha + step.length * direction[:n], beta + step.length * direction[n:]
+        evaluation, value, crit = trial, float(trial.value), criterion_of(trial.grad)
         history["value"].append(value)
         history["criterion"].append(crit)
         history["evaluations"].append(count)

@@ -10,9 +10,11 @@ turns the problem into the convex QP::
 
 whose dual is the sparse dual of :class:`certopt.ot.sparse.ColumnDuals` with
 the support fixed (``k`` entries per column: an evaluation costs ``O(k m)``,
-no pass over ``C``).  It is solved by the semismooth Newton iteration of
-:mod:`certopt.ot.newton` from the potentials of the first solve, to the
-finishing tolerance.  Its plan has at most ``k`` nonzeros per column and,
+no pass over ``C``).  It is solved directly by an interior point
+(:mod:`certopt.ot.support_qp`), and the semismooth Newton iteration of
+:mod:`certopt.ot.newton` finishes from its potentials (from the first
+solve's, if the interior point reports no solution) to the finishing
+tolerance.  Its plan has at most ``k`` nonzeros per column and,
 when ``S`` admits the marginals, meets them to round-off.  When ``S`` does
 not admit them the restricted dual is unbounded: the iteration stops at its
 budget, the repair is reported as not converged and the better of the two
@@ -30,6 +32,7 @@ from certopt.core.result import Status
 from certopt.ot.column_duals import ColumnDuals, Evaluation
 from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
+from certopt.ot.support_qp import restricted_qp_potentials
 
 REPAIR_MAX_EVAL = 2000
 MAX_SWAP_ROUNDS = 50
@@ -71,8 +74,13 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
             if swapped is None:
                 break
             support, locked = swapped
-    restricted = duals if support is None else ColumnDuals(problem, duals.k, duals.reg,
-                                                           support=support)
+    restricted = duals
+    if support is not None:
+        restricted = ColumnDuals(problem, duals.k, duals.reg, support=support)
+        direct = restricted_qp_potentials(problem.a, problem.b, support,
+                                          restricted.support_cost, duals.reg)
+        if direct is not None:
+            alpha, beta = direct
     repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL,
                                  max_steps=REPAIR_MAX_STEPS, stall_steps=None)
     after = repaired.evaluation.plan.dense()

@@ -126,6 +126,21 @@ def test_integer_costs_sparse_ot_ends_feasible_with_defaults():
             assert res.bound <= res.objective + 1e-12
 
 
+@pytest.mark.parametrize("seed", [1, 3])
+def test_rounded_costs_larger_than_the_issues_end_optimal_when_the_support_admits_a_plan(seed):
+    # 60 x 50 rounded squared distances, k = 3, the dual: the max flow finds a support that
+    # admits a plan and the QP on it is solved directly (the Newton iteration alone stalled
+    # there at marginal errors 0.04-0.06)
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((60, 2)), rng.standard_normal((50, 2))
+    C = ((x[:, None] - y[None]) ** 2).sum(-1).round()
+    res = cot.sparse(np.full(60, 1 / 60), np.full(50, 1 / 50), C, k=3, reg=0.1, method="dual")
+    assert res.status is Status.OPTIMAL and res.marginal_error <= 1e-9
+    assert res.residuals["repair_converged"] == 1.0
+    assert res.residuals["max_column_nnz"] <= 3
+    assert res.bound <= res.objective + 1e-12
+
+
 def test_non_uniform_weights_with_k3_end_optimal_with_the_defaults():
     # the issue: weights in [0.5, 1.5], n = m = 250, k = 3 stopped at marginal errors 0.02
     # (n = 150 here, the same kinks, for time)
