@@ -93,8 +93,9 @@ MAX_ROUNDS = 4
 """First-order / Newton rounds: a Newton phase that stalls hands back to the first-order
 method with a switch tolerance ten times below where it stalled..."""
 KINK_RATIO = 0.9
-"""...unless it stalled having cut the marginal error by less than 10%: the ascent has
-then reached a kink (no plan of the dual meets the marginals), and the repair takes over."""
+"""...unless, for k < n, it stalled having cut the marginal error by less than 10%: the
+ascent has then reached a kink (no plan of the dual meets the marginals), and the repair
+takes over.  Quadratic OT (k >= n) has a C^1 dual without kinks: it always goes on."""
 
 
 def check_common_options(reg: float, method: str, max_iter: int, tol: float, optimizer: str
@@ -247,10 +248,11 @@ def solve_sparse(problem: TransportProblem, k: int, reg: float, *, method: str, 
         n_iter += finish.n_eval
         candidates.append(float(finish.evaluation.value))
         point = (finish.alpha, finish.beta)
-        if (finish.status is not Status.INACCURATE or n_iter >= max_iter
-                or finish.criterion > KINK_RATIO * finish.history["criterion"][0]):
+        at_kink = (duals.k < duals.n      # quadratic OT's dual is C^1: it has no kinks
+                   and finish.criterion > KINK_RATIO * finish.history["criterion"][0])
+        if finish.status is not Status.INACCURATE or n_iter >= max_iter or at_kink:
             break          # done, out of budget, or stalled at a kink: over to the repair
-        switch_tol = finish.criterion / 10       # Newton stalled early: ascend further
+        switch_tol = min(switch_tol, finish.criterion) / 10   # Newton stalled: ascend further
     alpha, beta, evaluation = finish.alpha, finish.beta, finish.evaluation
     plan, status = evaluation.plan.dense(), finish.status
     if method == "semi-dual":      # its plan meets b exactly; its value bounds the dual's
