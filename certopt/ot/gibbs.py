@@ -114,12 +114,12 @@ class ScaledKernel:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """``K = exp((f + g - C) / eps)``, written block by block."""
-        f, g = self.potential
+        """``K = exp(f / eps + g / eps - C / eps)``, written block by block (three passes)."""
+        f, g = (p / self.eps for p in self.potential)
         for rows, cols, block in blocks(self.cost):
             target = self.kernel[rows, cols]
             torch.add(f[rows, None], g[None, cols], out=target)
-            target.sub_(block).div_(self.eps).exp_()
+            target.sub_(block, alpha=1.0 / self.eps).exp_()
 
     def _absorb(self) -> None:
         self.fresh = True
