@@ -27,9 +27,11 @@ side 1 the columns (``b``, ``g``, ``v``).
 
 Both give ``mass(side)`` (the current marginal, one pass, cached),
 ``fit(side)`` (make that marginal exact from the cache), ``product(side,
-w)`` (``T w`` or ``T^T w``), ``block`` (entries of ``T``), ``plan(x, y)``
-(``diag(x) T diag(y)`` stored as an ``(n, m)`` tensor) and
-``potentials()``.  Zero weights give potential ``-inf`` and zero scalings.
+w)`` (``T w`` or ``T^T w``), ``block`` (entries of ``T``),
+``plan_block(rows, cols, C[rows, cols], x, y)`` (a block of ``diag(x) T
+diag(y)`` written into the ``(n, m)`` tensor ``plan_storage()``: the caller
+uses each block while it is in cache) and ``potentials()``.  Zero weights
+give potential ``-inf`` and zero scalings.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 
 from certopt.ot.geometry import CostGeometry
 from certopt.ot.problem import TransportProblem
-from certopt.ot.streaming import assemble, blocks, logsumexp_pass
+from certopt.ot.streaming import blocks, logsumexp_pass
 
 
 class KernelUnderflow(ArithmeticError):
@@ -54,6 +56,7 @@ class StreamedKernel:
         self.log_weights = (problem.a.log(), problem.b.log())
         self.potential = [f.clone(), g.clone()]
         self._lse: list[torch.Tensor | None] = [None, None]
+        self._plan: torch.Tensor | None = None
 
     def _logsumexp(self, side: int, shift: torch.Tensor | None = None) -> torch.Tensor:
         """``log sum exp((other potential + shift - C) / eps)`` reducing the other side."""
@@ -73,18 +76,27 @@ class StreamedKernel:
         lse = self._logsumexp(side, shift=self.eps * weights.log())
         return torch.exp(self.potential[side] / self.eps + lse)
 
-    def block(self, rows: slice, cols: slice, cost_block: torch.Tensor,
-              potentials: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``T[rows, cols]`` (at other ``potentials`` if given)."""
-        f, g = self.potential if potentials is None else potentials
+    def block(self, rows: slice, cols: slice, cost_block: torch.Tensor) -> torch.Tensor:
+        """``T[rows, cols]``."""
+        f, g = self.potential
         return torch.exp((f[rows, None] + g[None, cols] - cost_block) / self.eps)
 
-    def plan(self, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
-        """``diag(row_scale) T diag(col_scale)``, assembled block by block."""
-        shifted = (self.potential[0] + self.eps * row_scale.log(),
-                   self.potential[1] + self.eps * col_scale.log())
-        return assemble(self.cost, lambda block, rows, cols: self.block(rows, cols, block,
-                                                                        shifted))
+    def plan_storage(self) -> torch.Tensor:
+        """The ``(n, m)`` tensor :meth:`plan_block` writes into (allocated here)."""
+        if self._plan is None:
+            self._plan = torch.empty(self.cost.shape, dtype=self.potential[0].dtype,
+                                     device=self.potential[0].device)
+        return self._plan
+
+    def plan_block(self, rows: slice, cols: slice, cost_block: torch.Tensor,
+                   row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+        """Write ``(diag(row_scale) T diag(col_scale))[rows, cols]`` into
+        :meth:`plan_storage`; returns that view."""
+        shifted = (self.potential[0][rows] + self.eps * row_scale[rows].log(),
+                   self.potential[1][cols] + self.eps * col_scale[cols].log())
+        target = self.plan_storage()[rows, cols]
+        torch.add(shifted[0][:, None], shifted[1][None, :], out=target)
+        return target.sub_(cost_block).div_(self.eps).exp_()
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.potential[0], self.potential[1]
@@ -168,11 +180,17 @@ class ScaledKernel:
         u, v = self.scaling
         return u[rows, None] * self.kernel[rows, cols] * v[None, cols]
 
-    def plan(self, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
-        """``diag(row_scale) T diag(col_scale)``, written over the kernel's buffer
-        (this object is spent afterwards)."""
+    def plan_storage(self) -> torch.Tensor:
+        """The kernel's buffer: :meth:`plan_block` writes the plan over it."""
+        return self.kernel
+
+    def plan_block(self, rows: slice, cols: slice, cost_block: torch.Tensor,
+                   row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+        """Write ``(diag(row_scale) T diag(col_scale))[rows, cols]`` over the same
+        block of the kernel (this object is spent once a block is written); returns it."""
         u, v = self.scaling
-        return self.kernel.mul_((u * row_scale)[:, None]).mul_((v * col_scale)[None, :])
+        return self.kernel[rows, cols].mul_((u[rows] * row_scale[rows])[:, None]).mul_(
+            (v[cols] * col_scale[cols])[None, :])
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return tuple(p + self.eps * s.log() for p, s in zip(self.potential, self.scaling,

@@ -169,10 +169,11 @@ def sinkhorn(
     f, g = kernel.potentials()
     factors = rounding(lambda w: kernel.product(0, w), lambda w: kernel.product(1, w),
                        problem.a, problem.b, row_mass=run.row_mass)
-    if return_plan:
-        plan = factors.correct_(kernel.plan(factors.row_scale, factors.col_scale))
-        measured = _measure(problem, lambda rows, cols, _: plan[rows, cols], kernel.eps,
-                            max(-low, high))
+    if return_plan:                    # each block is rounded and measured while in cache
+        plan = kernel.plan_storage()
+        measured = _measure(problem, lambda rows, cols, cost_block: factors.correct_(
+            kernel.plan_block(rows, cols, cost_block, factors.row_scale, factors.col_scale),
+            rows, cols), kernel.eps, max(-low, high))
     else:
         plan = None
         measured = _measure(problem, lambda rows, cols, cost_block: factors.block(

@@ -112,7 +112,10 @@ def test_an_underflowing_stored_kernel_takes_a_log_domain_step():
                                        {"marginal_error": []}, bar, 0)
     assert run.status is Status.OPTIMAL and isinstance(run.kernel, ScaledKernel)
     reference = cot.sinkhorn(a, b, C, 0.01, tol=1e-10, method="log")
-    plan = run.kernel.plan(torch.ones(12, dtype=torch.float64), torch.ones(10, dtype=torch.float64))
+    ones = torch.ones(12, dtype=torch.float64), torch.ones(10, dtype=torch.float64)
+    for rows, cols, block in streaming.blocks(problem.geometry):
+        run.kernel.plan_block(rows, cols, block, *ones)
+    plan = run.kernel.plan_storage()
     np.testing.assert_allclose(plan.numpy(), reference.plan, rtol=0, atol=1e-9)
     # a second one keeps the log domain
     kept = sinkhorn_module._log_domain_step(underflowing_kernel(), problem, retry_scaling=False)
@@ -128,7 +131,7 @@ def test_without_the_plan_nothing_n_by_m_is_stored(monkeypatch):
     full = cot.sinkhorn(None, None, PointCloudCost(x, y), 0.5, tol=1e-10)
     monkeypatch.setattr(streaming, "CPU_BLOCK_ENTRIES", 50)
     monkeypatch.setattr(sinkhorn_module, "ScaledKernel", forbidden)
-    monkeypatch.setattr(gibbs, "assemble", forbidden)
+    monkeypatch.setattr(gibbs.StreamedKernel, "plan_storage", forbidden)
     _RecordingCost.largest = 0
     lazy = cot.sinkhorn(None, None, _RecordingCost(x, y), 0.5, tol=1e-10, return_plan=False)
     assert 0 < _RecordingCost.largest <= 50
