@@ -126,12 +126,18 @@ class ScaledKernel:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """``K = exp(f / eps + g / eps - C / eps)``, written block by block (three passes)."""
+        """``K = exp(f / eps + g / eps - C / eps)``, written block by block (three
+        passes; two, ``exp(C / -eps)``, at a cold start ``f = g = 0``)."""
         f, g = (p / self.eps for p in self.potential)
+        cold = not (bool(f.any()) or bool(g.any()))
         for rows, cols, block in blocks(self.cost):
             target = self.kernel[rows, cols]
-            torch.add(f[rows, None], g[None, cols], out=target)
-            target.sub_(block, alpha=1.0 / self.eps).exp_()
+            if cold:
+                torch.div(block, -self.eps, out=target)
+            else:
+                torch.add(f[rows, None], g[None, cols], out=target)
+                target.sub_(block, alpha=1.0 / self.eps)
+            target.exp_()
 
     def _absorb(self) -> None:
         self.fresh = True
