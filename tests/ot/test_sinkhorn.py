@@ -212,3 +212,9 @@ def test_plan_log_plan_counts_zero_entries_as_zero():
         logs, total = sinkhorn_module._plan_log_plan(block, torch.empty_like(block))
         assert float(total) == pytest.approx(float(torch.xlogy(block, block).sum()), rel=1e-15)
         assert torch.isfinite(logs).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_empty_matrix_has_the_requested_kind(dtype):
+    out = gibbs.empty_matrix((3, 4), dtype, torch.device("cpu"))
+    assert out.shape == (3, 4) and out.dtype == dtype and out.device.type == "cpu"
