@@ -7,7 +7,9 @@ The rules every solver follows (POT's convention):
   input's floating dtype (float32 stays float32 there);
 * outputs come back as the *first array argument's* kind, dtype and device
   (:meth:`ArraySpec.wrap`);
-* the caller's arrays are never modified: :func:`as_tensor` copies.
+* the caller's arrays are never modified: :func:`as_tensor` copies, or with
+  ``copy=False`` may share the caller's memory, which the solver then only
+  reads.
 """
 
 from __future__ import annotations
@@ -90,8 +92,12 @@ def as_tensor(
     device: torch.device | str | None = None,
     finite: bool = True,
     nonnegative: bool = False,
+    copy: bool = True,
 ) -> torch.Tensor:
-    """Validate ``x`` and return a fresh torch tensor (never a view of ``x``).
+    """Validate ``x`` and return it as a torch tensor: a fresh one, or with
+    ``copy=False`` possibly sharing ``x``'s memory (a numpy array or tensor
+    already of the target dtype and device), which the caller must then treat as
+    read only.
 
     Parameters
     ----------
@@ -107,6 +113,9 @@ def as_tensor(
         Target device; ``None`` keeps a tensor's device (CPU otherwise).
     finite, nonnegative:
         Reject NaN/inf entries, negative entries.
+    copy:
+        False: share ``x``'s memory when no conversion is needed (saves a
+        pass over ``x``; read-only numpy arrays are still copied).
 
     Raises
     ------
@@ -124,7 +133,7 @@ def as_tensor(
             raise InputTypeError(
                 f"{name}: expected a numeric array, got dtype {arr.dtype}"
             )
-        if not arr.flags.writeable:  # torch warns on read-only memory; we copy anyway
+        if not arr.flags.writeable:  # torch warns on read-only memory
             arr = arr.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(arr))
     else:
@@ -137,7 +146,7 @@ def as_tensor(
     if target_dtype is None:
         target_dtype = tensor.dtype if tensor.dtype.is_floating_point else torch.float64
     target_device = tensor.device if device is None else torch.device(device)
-    tensor = tensor.to(device=target_device, dtype=target_dtype, copy=True)
+    tensor = tensor.to(device=target_device, dtype=target_dtype, copy=copy)
 
     if ndim is not None and tensor.ndim != ndim:
         raise InputValueError(
@@ -162,11 +171,16 @@ def as_tensor(
 
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:
-    """Raise :class:`InputValueError` if ``tensor`` has NaN or infinite entries."""
-    if tensor.is_floating_point():
-        bad = ~torch.isfinite(tensor)
-        if bool(bad.any()):
-            count = int(bad.sum())
+    """Raise :class:`InputValueError` if ``tensor`` has NaN or infinite entries.
+
+    One reduction in the common case: a finite sum implies finite entries (a
+    NaN entry makes the sum NaN, an infinite one makes it infinite or NaN).
+    Only a non-finite sum, which finite entries can also give by overflow, costs
+    the entrywise test.
+    """
+    if tensor.is_floating_point() and not math.isfinite(float(tensor.sum())):
+        count = int((~torch.isfinite(tensor)).sum())
+        if count:
             raise InputValueError(
                 f"{name}: expected finite values, found {count} NaN/inf entr"
                 f"{'y' if count == 1 else 'ies'}"

@@ -77,7 +77,8 @@ class CostGeometry(ABC):
 
 
 class DenseCost(CostGeometry):
-    """A stored ``(n, m)`` cost matrix (validated by the caller).
+    """A stored ``(n, m)`` cost matrix (validated by the caller); read only: it
+    may share the user's memory (:meth:`TransportProblem.from_inputs`).
 
     ``block_t`` reads a transposed copy made on first use (the sparse duals
     need it; Sinkhorn does not).

@@ -27,22 +27,38 @@ side 1 the columns (``b``, ``g``, ``v``).
 
 Both give ``mass(side)`` (the current marginal, one pass, cached),
 ``fit(side)`` (make that marginal exact from the cache), ``product(side,
-w)`` (``T w`` or ``T^T w``), ``block`` (entries of ``T``), ``plan(x, y)``
-(``diag(x) T diag(y)`` stored as an ``(n, m)`` tensor) and
-``potentials()``.  Zero weights give potential ``-inf`` and zero scalings.
+w)`` (``T w`` or ``T^T w``), ``block`` (entries of ``T``),
+``plan_block(rows, cols, C[rows, cols], x, y)`` (a block of ``diag(x) T
+diag(y)`` written into the ``(n, m)`` tensor ``plan_storage()``: the caller
+uses each block while it is in cache) and ``potentials()``.  Zero weights
+give potential ``-inf`` and zero scalings.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from certopt.ot.geometry import CostGeometry
 from certopt.ot.problem import TransportProblem
-from certopt.ot.streaming import assemble, blocks, logsumexp_pass
+from certopt.ot.streaming import blocks, logsumexp_pass
 
 
 class KernelUnderflow(ArithmeticError):
     """The stored kernel cannot represent the plan at the current potentials."""
+
+
+def empty_matrix(shape: tuple[int, int], dtype: torch.dtype, device: torch.device
+                 ) -> torch.Tensor:
+    """An uninitialised ``(n, m)`` tensor for a kernel or a plan.
+
+    On CPU numpy allocates it: numpy asks Linux for transparent huge pages on
+    large arrays (``MADV_HUGEPAGE``), so the first write into ``n m`` fresh
+    numbers takes far fewer page faults than with torch's allocator.
+    """
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
 
 
 class StreamedKernel:
@@ -54,6 +70,7 @@ class StreamedKernel:
         self.log_weights = (problem.a.log(), problem.b.log())
         self.potential = [f.clone(), g.clone()]
         self._lse: list[torch.Tensor | None] = [None, None]
+        self._plan: torch.Tensor | None = None
 
     def _logsumexp(self, side: int, shift: torch.Tensor | None = None) -> torch.Tensor:
         """``log sum exp((other potential + shift - C) / eps)`` reducing the other side."""
@@ -73,18 +90,27 @@ class StreamedKernel:
         lse = self._logsumexp(side, shift=self.eps * weights.log())
         return torch.exp(self.potential[side] / self.eps + lse)
 
-    def block(self, rows: slice, cols: slice, cost_block: torch.Tensor,
-              potentials: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``T[rows, cols]`` (at other ``potentials`` if given)."""
-        f, g = self.potential if potentials is None else potentials
+    def block(self, rows: slice, cols: slice, cost_block: torch.Tensor) -> torch.Tensor:
+        """``T[rows, cols]``."""
+        f, g = self.potential
         return torch.exp((f[rows, None] + g[None, cols] - cost_block) / self.eps)
 
-    def plan(self, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
-        """``diag(row_scale) T diag(col_scale)``, assembled block by block."""
-        shifted = (self.potential[0] + self.eps * row_scale.log(),
-                   self.potential[1] + self.eps * col_scale.log())
-        return assemble(self.cost, lambda block, rows, cols: self.block(rows, cols, block,
-                                                                        shifted))
+    def plan_storage(self) -> torch.Tensor:
+        """The ``(n, m)`` tensor :meth:`plan_block` writes into (allocated here)."""
+        if self._plan is None:
+            self._plan = empty_matrix(self.cost.shape, self.potential[0].dtype,
+                                      self.potential[0].device)
+        return self._plan
+
+    def plan_block(self, rows: slice, cols: slice, cost_block: torch.Tensor,
+                   row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+        """Write ``(diag(row_scale) T diag(col_scale))[rows, cols]`` into
+        :meth:`plan_storage`; returns that view."""
+        shifted = (self.potential[0][rows] + self.eps * row_scale[rows].log(),
+                   self.potential[1][cols] + self.eps * col_scale[cols].log())
+        target = self.plan_storage()[rows, cols]
+        torch.add(shifted[0][:, None], shifted[1][None, :], out=target)
+        return target.sub_(cost_block).div_(self.eps).exp_()
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.potential[0], self.potential[1]
@@ -107,19 +133,24 @@ class ScaledKernel:
         self.tau = torch.finfo(problem.a.dtype).max ** 0.25
         self.potential = [f.clone(), g.clone()]
         self.scaling = [torch.ones_like(f), torch.ones_like(g)]
-        self.kernel = (torch.empty(self.cost.shape, dtype=f.dtype, device=f.device)
-                       if buffer is None else buffer)
+        self.kernel = empty_matrix(self.cost.shape, f.dtype, f.device) if buffer is None else buffer
         self._products: list[torch.Tensor | None] = [None, None]
         self.fresh = True            # u = v = 1 since K was built: nothing to absorb
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """``K = exp((f + g - C) / eps)``, written block by block."""
-        f, g = self.potential
+        """``K = exp(f / eps + g / eps - C / eps)``, written block by block (three
+        passes; two, ``exp(C / -eps)``, at a cold start ``f = g = 0``)."""
+        f, g = (p / self.eps for p in self.potential)
+        cold = not (bool(f.any()) or bool(g.any()))
         for rows, cols, block in blocks(self.cost):
             target = self.kernel[rows, cols]
-            torch.add(f[rows, None], g[None, cols], out=target)
-            target.sub_(block).div_(self.eps).exp_()
+            if cold:
+                torch.div(block, -self.eps, out=target)
+            else:
+                torch.add(f[rows, None], g[None, cols], out=target)
+                target.sub_(block, alpha=1.0 / self.eps)
+            target.exp_()
 
     def _absorb(self) -> None:
         self.fresh = True
@@ -168,11 +199,17 @@ class ScaledKernel:
         u, v = self.scaling
         return u[rows, None] * self.kernel[rows, cols] * v[None, cols]
 
-    def plan(self, row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
-        """``diag(row_scale) T diag(col_scale)``, written over the kernel's buffer
-        (this object is spent afterwards)."""
+    def plan_storage(self) -> torch.Tensor:
+        """The kernel's buffer: :meth:`plan_block` writes the plan over it."""
+        return self.kernel
+
+    def plan_block(self, rows: slice, cols: slice, cost_block: torch.Tensor,
+                   row_scale: torch.Tensor, col_scale: torch.Tensor) -> torch.Tensor:
+        """Write ``(diag(row_scale) T diag(col_scale))[rows, cols]`` over the same
+        block of the kernel (this object is spent once a block is written); returns it."""
         u, v = self.scaling
-        return self.kernel.mul_((u * row_scale)[:, None]).mul_((v * col_scale)[None, :])
+        return self.kernel[rows, cols].mul_((u[rows] * row_scale[rows])[:, None]).mul_(
+            (v[cols] * col_scale[cols])[None, :])
 
     def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
         return tuple(p + self.eps * s.log() for p, s in zip(self.potential, self.scaling,

@@ -46,18 +46,19 @@ class Rounding:
 
     def block(self, plan_block: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
         """``round(P)[rows, cols]`` from ``P[rows, cols]`` (a new tensor)."""
-        total = self.row_deficit.sum().clamp_min(torch.finfo(plan_block.dtype).tiny)
         scaled = plan_block * self.row_scale[rows, None] * self.col_scale[None, cols]
-        return scaled.addr_(self.row_deficit[rows], self.col_deficit[cols] / total)
+        return self.correct_(scaled, rows, cols)
 
     def apply_(self, plan: torch.Tensor) -> torch.Tensor:
         """Overwrite the stored ``(n, m)`` plan ``P`` with ``round(P)``; returns it."""
         return self.correct_(plan.mul_(self.row_scale[:, None]).mul_(self.col_scale[None, :]))
 
-    def correct_(self, scaled: torch.Tensor) -> torch.Tensor:
-        """Add ``r c^T / s`` to ``scaled = diag(x) P diag(y)`` in place; returns it."""
+    def correct_(self, scaled: torch.Tensor, rows: slice = slice(None),
+                 cols: slice = slice(None)) -> torch.Tensor:
+        """Add ``(r c^T / s)[rows, cols]`` to ``scaled = (diag(x) P diag(y))[rows, cols]``
+        in place; returns it."""
         total = self.row_deficit.sum().clamp_min(torch.finfo(scaled.dtype).tiny)
-        return scaled.addr_(self.row_deficit, self.col_deficit / total)
+        return scaled.addr_(self.row_deficit[rows], self.col_deficit[cols] / total)
 
 
 def rounding(row_product: Product, col_product: Product, a: torch.Tensor, b: torch.Tensor,

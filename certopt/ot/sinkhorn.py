@@ -140,7 +140,8 @@ def sinkhorn(
     problem = TransportProblem.from_inputs(a, b, C, device)
     start = time.perf_counter()
     scaling_domain = method == "scaling" or (method == "auto" and return_plan)
-    schedule = eps_schedule(problem, reg, eps_scaling)
+    low, high = cost_range(problem)
+    schedule = eps_schedule(high - low, reg, eps_scaling)
     abs_tol = tol * float(problem.a.sum())
     history: dict[str, list[float]] = {"marginal_error": []}
     with progress(max_iter, verbose, desc="sinkhorn") as bar:
@@ -168,13 +169,15 @@ def sinkhorn(
     f, g = kernel.potentials()
     factors = rounding(lambda w: kernel.product(0, w), lambda w: kernel.product(1, w),
                        problem.a, problem.b, row_mass=run.row_mass)
-    if return_plan:
-        plan = factors.correct_(kernel.plan(factors.row_scale, factors.col_scale))
-        measured = _measure(problem, lambda rows, cols, _: plan[rows, cols], kernel.eps)
+    if return_plan:                    # each block is rounded and measured while in cache
+        plan = kernel.plan_storage()
+        measured = _measure(problem, lambda rows, cols, cost_block: factors.correct_(
+            kernel.plan_block(rows, cols, cost_block, factors.row_scale, factors.col_scale),
+            rows, cols), kernel.eps, max(-low, high))
     else:
         plan = None
         measured = _measure(problem, lambda rows, cols, cost_block: factors.block(
-            kernel.block(rows, cols, cost_block), rows, cols), kernel.eps)
+            kernel.block(rows, cols, cost_block), rows, cols), kernel.eps, max(-low, high))
     mass = run.row_mass.sum()
     dual_terms = _weighted(f, problem.a, absolute=True) + _weighted(g, problem.b, absolute=True)
     exponent = _finite_max(f) + _finite_max(g) + measured.cost_max
@@ -191,20 +194,24 @@ def sinkhorn(
                        marginal_tol=rounded_plan_tol(problem))
 
 
-def eps_schedule(problem: TransportProblem, reg: float, eps_scaling: bool | None) -> list[float]:
-    """The decreasing ``eps`` of the stages, ending at ``reg``.
-
-    When eps-scaling is on: ``K = ceil(log_4(spread / reg))`` stages
-    geometrically from ``spread = max C - min C`` (one pass over ``C``) to
-    ``reg``, ratio at most 4 between stages; else ``[reg]``.
-    """
-    if eps_scaling is False:
-        return [reg]
+def cost_range(problem: TransportProblem) -> tuple[float, float]:
+    """``(min C, max C)``, one pass over ``C``."""
     low, high = math.inf, -math.inf
     for _, _, block in blocks(problem.geometry):
         block_low, block_high = torch.aminmax(block)
         low, high = min(low, float(block_low)), max(high, float(block_high))
-    spread = high - low
+    return low, high
+
+
+def eps_schedule(spread: float, reg: float, eps_scaling: bool | None) -> list[float]:
+    """The decreasing ``eps`` of the stages, ending at ``reg``.
+
+    When eps-scaling is on: ``K = ceil(log_4(spread / reg))`` stages
+    geometrically from ``spread = max C - min C`` to ``reg``, ratio at most
+    4 between stages; else ``[reg]``.
+    """
+    if eps_scaling is False:
+        return [reg]
     if spread <= reg or (eps_scaling is None and not reg < EPS_SCALING_BELOW * spread):
         return [reg]
     stages = math.ceil(math.log(spread / reg) / math.log(EPS_FACTOR))
@@ -300,15 +307,16 @@ class _Measured:
     entropy: float
     residuals: dict[str, float]
     magnitude: torch.Tensor
-    cost_max: torch.Tensor
+    cost_max: float
     summands: float
 
 
 def _measure(problem: TransportProblem,
              plan_block: Callable[[slice, slice, torch.Tensor], torch.Tensor],
-             eps: float) -> _Measured:
+             eps: float, cost_max: float) -> _Measured:
     """One pass over ``C`` and the rounded plan, block by block (``plan_block(rows,
-    cols, C[rows, cols])``): nothing ``(n, m)`` beyond the plan if it is stored.
+    cols, C[rows, cols])``): nothing ``(n, m)`` beyond the plan if it is stored
+    and one block of scratch for ``log T``; ``cost_max = max |C|``.
 
     ``|h(t)| = -h(t)`` for ``0 <= t <= e``, which holds for every entry when
     ``max a <= 2`` (entries of a row sum to ``a_i``); otherwise ``sum |h|`` is
@@ -316,20 +324,20 @@ def _measure(problem: TransportProblem,
     """
     a, b = problem.a, problem.b
     small_entries = float(a.max()) <= 2.0
-    tiny = torch.finfo(a.dtype).tiny
     cost = torch.zeros((), dtype=a.dtype, device=a.device)
-    plan_log_plan, log_magnitude, cost_max = (torch.zeros_like(cost) for _ in range(3))
+    plan_log_plan, log_magnitude = torch.zeros_like(cost), torch.zeros_like(cost)
     row_sums, col_sums = torch.zeros_like(a), torch.zeros_like(b)
+    scratch: torch.Tensor | None = None       # the first block is the largest
     n_blocks = 0
     for rows, cols, cost_block in blocks(problem.geometry):
         plan = plan_block(rows, cols, cost_block)
-        logs = plan.clamp_min(tiny).log_()        # 0 log 0 = 0
-        plan_log_plan += _inner(plan, logs)
+        if scratch is None:
+            scratch = torch.empty(plan.numel(), dtype=plan.dtype, device=plan.device)
+        logs, block_plan_log_plan = _plan_log_plan(plan, scratch[:plan.numel()].view(plan.shape))
+        plan_log_plan += block_plan_log_plan
         if not small_entries:
             log_magnitude += _inner(plan, logs.abs_())
         cost += _inner(cost_block, plan)
-        low, high = torch.aminmax(cost_block)
-        cost_max = torch.maximum(cost_max, torch.maximum(low.abs(), high.abs()))
         row_sums[rows] += plan.sum(1)
         col_sums[cols] += plan.sum(0)
         n_blocks += 1
@@ -342,6 +350,18 @@ def _measure(problem: TransportProblem,
     magnitude = cost_max * mass + eps * entropy_magnitude
     return _Measured(float(cost), float(entropy), residuals, magnitude, cost_max,
                      math.log2(n * m) + n_blocks + 8)
+
+
+def _plan_log_plan(plan: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log T`` of a block (written into ``out``) and ``sum T log T``, with ``0 log 0
+    = 0``: ``log 0`` is replaced by ``log(tiny)``, a pass done only for blocks that
+    hold a zero (their first sum is not finite)."""
+    logs = torch.log(plan, out=out)
+    total = _inner(plan, logs)
+    if not math.isfinite(float(total)):
+        logs = torch.clamp_min(plan, torch.finfo(plan.dtype).tiny, out=out).log_()
+        total = _inner(plan, logs)
+    return logs, total
 
 
 def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

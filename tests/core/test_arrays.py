@@ -143,3 +143,27 @@ def test_to_numpy_copies():
     arr = to_numpy(t)
     arr[0] = 5
     assert float(t[0]) == 1.0
+
+
+def test_as_tensor_shares_memory_only_when_asked_and_no_conversion_is_needed():
+    x = np.arange(6.0).reshape(2, 3)
+    assert np.shares_memory(as_tensor(x, "x", copy=False).numpy(), x)
+    assert not np.shares_memory(as_tensor(x, "x").numpy(), x)
+    assert not np.shares_memory(as_tensor(x.astype(np.float32), "x", copy=False).numpy(), x)
+    t = torch.ones(3)
+    assert as_tensor(t, "t", dtype=None, copy=False).data_ptr() == t.data_ptr()
+
+
+@pytest.mark.parametrize("entries", [[np.inf, -np.inf], [np.nan], [1e308, np.nan],
+                                     [np.inf, np.nan, -np.inf]])
+def test_check_finite_counts_every_bad_entry(entries):
+    x = np.concatenate([np.ones(4), entries])
+    count = int((~np.isfinite(x)).sum())
+    with pytest.raises(InputValueError, match=f"found {count} NaN/inf entr"):
+        as_tensor(x, "x")
+
+
+def test_check_finite_accepts_finite_entries_whose_sum_overflows():
+    x = np.full(4, np.finfo(np.float64).max)
+    assert torch.equal(as_tensor(x, "x"), torch.from_numpy(x))
+    assert torch.equal(as_tensor(-x, "x"), torch.from_numpy(-x))

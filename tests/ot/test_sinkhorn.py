@@ -112,7 +112,10 @@ def test_an_underflowing_stored_kernel_takes_a_log_domain_step():
                                        {"marginal_error": []}, bar, 0)
     assert run.status is Status.OPTIMAL and isinstance(run.kernel, ScaledKernel)
     reference = cot.sinkhorn(a, b, C, 0.01, tol=1e-10, method="log")
-    plan = run.kernel.plan(torch.ones(12, dtype=torch.float64), torch.ones(10, dtype=torch.float64))
+    ones = torch.ones(12, dtype=torch.float64), torch.ones(10, dtype=torch.float64)
+    for rows, cols, block in streaming.blocks(problem.geometry):
+        run.kernel.plan_block(rows, cols, block, *ones)
+    plan = run.kernel.plan_storage()
     np.testing.assert_allclose(plan.numpy(), reference.plan, rtol=0, atol=1e-9)
     # a second one keeps the log domain
     kept = sinkhorn_module._log_domain_step(underflowing_kernel(), problem, retry_scaling=False)
@@ -128,7 +131,7 @@ def test_without_the_plan_nothing_n_by_m_is_stored(monkeypatch):
     full = cot.sinkhorn(None, None, PointCloudCost(x, y), 0.5, tol=1e-10)
     monkeypatch.setattr(streaming, "CPU_BLOCK_ENTRIES", 50)
     monkeypatch.setattr(sinkhorn_module, "ScaledKernel", forbidden)
-    monkeypatch.setattr(gibbs, "assemble", forbidden)
+    monkeypatch.setattr(gibbs.StreamedKernel, "plan_storage", forbidden)
     _RecordingCost.largest = 0
     lazy = cot.sinkhorn(None, None, _RecordingCost(x, y), 0.5, tol=1e-10, return_plan=False)
     assert 0 < _RecordingCost.largest <= 50
@@ -156,11 +159,11 @@ def test_eps_scaling_is_the_default_at_small_reg_and_saves_iterations():
     assert default.n_iter < 0.5 * plain.n_iter                 # measured: 1511 vs 9391
     assert default.dual_value <= plain.objective and plain.dual_value <= default.objective
     assert max(default.gap, plain.gap) <= 1e-4 * abs(plain.objective)
-    schedule = sinkhorn_module.eps_schedule(TransportProblem.from_inputs(None, None, C), reg,
-                                             None)
+    low, high = sinkhorn_module.cost_range(TransportProblem.from_inputs(None, None, C))
+    assert (low, high) == (C.min(), C.max())
+    schedule = sinkhorn_module.eps_schedule(high - low, reg, None)
     assert schedule[-1] == reg and all(p / q <= 4 + 1e-12 for p, q in zip(schedule, schedule[1:]))
-    assert sinkhorn_module.eps_schedule(TransportProblem.from_inputs(None, None, C), 0.1 * C.max(),
-                                        None) == [0.1 * C.max()]
+    assert sinkhorn_module.eps_schedule(high - low, 0.1 * C.max(), None) == [0.1 * C.max()]
 
 
 def test_a_run_out_of_iterations_is_reported_and_still_certified_at_reg():
@@ -201,3 +204,17 @@ def test_scaling_and_log_domains_on_cuda_match_cpu():
         assert gpu.plan.device.type == "cuda"
         np.testing.assert_allclose(gpu.plan.cpu().numpy(), cpu.plan, atol=1e-9)
         assert gpu.gap >= 0
+
+
+def test_plan_log_plan_counts_zero_entries_as_zero():
+    plan = torch.tensor([[0.25, 0.0], [0.5, 0.25]], dtype=torch.float64)
+    for block in (plan, plan.clamp_min(0.1)):
+        logs, total = sinkhorn_module._plan_log_plan(block, torch.empty_like(block))
+        assert float(total) == pytest.approx(float(torch.xlogy(block, block).sum()), rel=1e-15)
+        assert torch.isfinite(logs).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_empty_matrix_has_the_requested_kind(dtype):
+    out = gibbs.empty_matrix((3, 4), dtype, torch.device("cpu"))
+    assert out.shape == (3, 4) and out.dtype == dtype and out.device.type == "cpu"
