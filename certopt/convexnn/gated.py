@@ -114,7 +114,8 @@ class GatedReLURegressor(RegressorMixin, BaseEstimator):
                                 verbose=check_flag(self.verbose, "verbose"))
         X_aug = ConvexReLUProblem.augment(torch.from_numpy(X), fit_intercept)
         if self.patterns is not None:
-            gates = as_tensor(self.patterns, "patterns", ndim=2)
+            gates = as_tensor(self.patterns, "patterns", ndim=2, dtype=torch.float64,
+                              device="cpu")
             if gates.shape[1] == X.shape[1] < X_aug.shape[1]:
                 gates = torch.cat([gates, torch.zeros(gates.shape[0], 1, dtype=gates.dtype)], 1)
             if gates.shape[1] != X_aug.shape[1]:

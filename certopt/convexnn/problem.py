@@ -99,7 +99,7 @@ def check_pattern_memory(n_patterns: int, n_samples: int) -> None:
 
 def gate_patterns(X_aug: torch.Tensor, gates: ArrayLike, n_features: int) -> torch.Tensor:
     """Patterns 1[X_aug g >= 0] of user gates (G, d) or (G, d_aug), deduplicated."""
-    G = as_tensor(gates, "gates", ndim=2, dtype=torch.float64)
+    G = as_tensor(gates, "gates", ndim=2, dtype=torch.float64, device="cpu")
     width = X_aug.shape[1]
     if G.shape[1] == n_features < width:
         G = torch.cat([G, torch.zeros(G.shape[0], width - n_features, dtype=G.dtype)], dim=1)

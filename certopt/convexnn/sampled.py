@@ -517,7 +517,8 @@ def solve_sampled(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexN
                                                          options.tol):
         warnings.warn(f"sampled: the network over all {problem.n_patterns} patterns is "
                       f"certified only to a relative gap of "
-                      f"{result.gap / abs(result.bound):.2e}, above tol={options.tol}",
+                      f"{result.gap / max(abs(result.bound), 1e-300):.2e}, above "
+                      f"tol={options.tol}",
                       ConvergenceWarning, stacklevel=2)
         result = dataclasses.replace(result, status=Status.INACCURATE)
     return result

@@ -75,5 +75,5 @@ def solve(problem: ConvexReLUProblem, options: SolverOptions, solver: str = "aut
     """Solve ``problem`` with the solver named ``solver`` (a key of :data:`SOLVERS`);
     zero data (every network predicts 0) are answered without one."""
     if not bool(torch.any(problem.X != 0)):
-        return zero_network_result(problem, solver)
+        return zero_network_result(problem, "none (X = 0)")
     return SOLVERS[solver](problem, options)

@@ -1,6 +1,6 @@
 """Semismooth Newton on the quadratic / k-sparse OT dual: finishing a solve to round-off.
 
-The dual of :class:`certopt.ot.sparse.ColumnDuals` (math note, sections 2 and 4),
+The dual of :class:`certopt.ot.column_duals.ColumnDuals` (math note, sections 2 and 4),
 potentials ``x = (alpha, beta)``::
 
     D(alpha, beta) = <alpha, a> + <beta, b>
@@ -67,7 +67,7 @@ CG_FORCING = 1e-2
 class NewtonOutcome:
     """Where the Newton iteration stopped: the last accepted dual point and its evaluation.
 
-    ``evaluation`` is :class:`certopt.ot.sparse.Evaluation` at ``(alpha, beta)``;
+    ``evaluation`` is :class:`certopt.ot.column_duals.Evaluation` at ``(alpha, beta)``;
     ``criterion`` its L1 marginal error ``max(||a - T1||_1, ||b - T^T 1||_1)``;
     ``status`` OPTIMAL when ``criterion <= tol``, INACCURATE when no ascent step
     was found, the criterion did not halve in ``STALL_STEPS`` steps or the step

@@ -8,7 +8,7 @@ turns the problem into the convex QP::
 
     min  <C, T> + (reg/2) ||T||_F^2   s.t.  T 1 = a, T^T 1 = b, T >= 0, T_ij = 0 off S,
 
-whose dual is the sparse dual of :class:`certopt.ot.sparse.ColumnDuals` with
+whose dual is the sparse dual of :class:`certopt.ot.column_duals.ColumnDuals` with
 the support fixed (``k`` entries per column: an evaluation costs ``O(k m)``,
 no pass over ``C``).  It is solved directly by an interior point
 (:mod:`certopt.ot.support_qp`), and the semismooth Newton iteration of

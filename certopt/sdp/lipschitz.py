@@ -214,7 +214,8 @@ def lipschitz_bound(
                                status=Status.OPTIMAL, solver_bound=math.nan, verified=True,
                                **common)
     certified = None
-    if method == "auto" and rtol is not None and math.isfinite(lower):
+    has_sectors = all(stage.qc.sector() is not None for stage in program.stages)
+    if method == "auto" and rtol is not None and math.isfinite(lower) and has_sectors:
         fast = _certify(program, norm_name, "fast", None, naive, verify, verbose, {})
         if fast["verified"] and fast["bound"] <= (1.0 + rtol) * lower:
             certified = fast
