@@ -15,7 +15,6 @@ inside the loop, and nothing leaves the device there.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -30,9 +29,9 @@ from certopt.ot.projections import project_sorted
 from certopt.ot.streaming import (
     assemble,
     block_entries,
-    blocks,
     column_blocks,
     column_top_k_pass,
+    cost_range,
 )
 
 
@@ -118,9 +117,7 @@ class ColumnDuals:
         if self.support_cost is not None:
             low, high = self.support_cost.min(), self.support_cost.max()
         else:
-            low, high = math.inf, -math.inf
-            for _, _, block in blocks(self.cost, self.entries):
-                low, high = min(low, float(block.min())), max(high, float(block.max()))
+            low, high = cost_range(self.cost, self.entries)
         return 4.0 * (float(high) - float(low) + self.reg)
 
     @property
@@ -206,10 +203,16 @@ class ColumnDuals:
                           self._plan(alpha, beta, masses_all, rows_all), beta)
 
 
-def marginal_criterion(x: object, value: float, grad: torch.Tensor | tuple) -> float:
-    """L1 marginal error of the plan at a dual point: the L1 norm(s) of the gradient."""
+def l1_marginal_error(grad: torch.Tensor | tuple[torch.Tensor, ...]) -> float:
+    """L1 marginal error of the plan at a dual point: the largest L1 norm of the
+    gradient's parts (``a - T 1`` and, for the dual, ``b - T^T 1``)."""
     parts = grad if isinstance(grad, tuple) else (grad,)
     return max(float(part.abs().sum()) for part in parts)
+
+
+def marginal_criterion(x: object, value: float, grad: torch.Tensor | tuple) -> float:
+    """:func:`l1_marginal_error` as a stopping criterion of :func:`maximize`."""
+    return l1_marginal_error(grad)
 
 
 @dataclass(frozen=True)

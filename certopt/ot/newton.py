@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 
 from certopt.core.result import Status
+from certopt.ot.column_duals import l1_marginal_error
 from certopt.ot.streaming import column_blocks
 
 ARMIJO = 1e-4
@@ -83,11 +84,6 @@ class NewtonOutcome:
     status: Status
     n_eval: int
     history: dict[str, list[float]]
-
-
-def criterion_of(grad: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """The L1 marginal error of a dual gradient ``(a - T 1, b - T^T 1)``."""
-    return max(float(part.abs().sum()) for part in grad)
 
 
 def active_entries(duals, evaluation) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +170,7 @@ def line_search(duals, alpha: torch.Tensor, beta: torch.Tensor, direction: torch
         trial = duals.dual(alpha + length * direction[:n], beta + length * direction[n:])
         rise = float(trial.value) - value
         finite = math.isfinite(float(trial.value))
-        met = finite and criterion_of(trial.grad) <= tol
+        met = finite and l1_marginal_error(trial.grad) <= tol
         tolerance = slack * max(abs(value), abs(float(trial.value))) if finite else 0.0
         return trial, finite, met, rise + tolerance
 
@@ -218,7 +214,7 @@ def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: fl
     """
     n = duals.n
     evaluation = duals.dual(alpha, beta)
-    value, crit, count = float(evaluation.value), criterion_of(evaluation.grad), 1
+    value, crit, count = float(evaluation.value), l1_marginal_error(evaluation.grad), 1
     history: dict[str, list[float]] = {"value": [value], "criterion": [crit],
                                        "evaluations": [count]}
     status = Status.OPTIMAL
@@ -244,7 +240,7 @@ def semismooth_newton(duals, alpha: torch.Tensor, beta: torch.Tensor, *, tol: fl
             status = Status.MAX_ITER if step.out_of_budget else Status.INACCURATE
             break
         alpha, beta = alpha + step.length * direction[:n], beta + step.length * direction[n:]
-        evaluation, value, crit = trial, float(trial.value), criterion_of(trial.grad)
+        evaluation, value, crit = trial, float(trial.value), l1_marginal_error(trial.grad)
         history["value"].append(value)
         history["criterion"].append(crit)
         history["evaluations"].append(count)

@@ -59,7 +59,7 @@ from certopt.ot.gibbs import KernelUnderflow, ScaledKernel, StreamedKernel
 from certopt.ot.problem import TransportProblem
 from certopt.ot.result import TransportResult, make_result, rounded_plan_tol
 from certopt.ot.rounding import rounding
-from certopt.ot.streaming import blocks
+from certopt.ot.streaming import blocks, cost_range
 
 Method = Literal["auto", "scaling", "log"]
 METHODS: tuple[str, ...] = ("auto", "scaling", "log")
@@ -140,7 +140,7 @@ def sinkhorn(
     problem = TransportProblem.from_inputs(a, b, C, device)
     start = time.perf_counter()
     scaling_domain = method == "scaling" or (method == "auto" and return_plan)
-    low, high = cost_range(problem)
+    low, high = cost_range(problem.geometry)
     schedule = eps_schedule(high - low, reg, eps_scaling)
     abs_tol = tol * float(problem.a.sum())
     history: dict[str, list[float]] = {"marginal_error": []}
@@ -192,15 +192,6 @@ def sinkhorn(
                        solve_time=time.perf_counter() - start, history=history,
                        extra={"dual_plan_marginal": run.error}, plan_owned=True,
                        marginal_tol=rounded_plan_tol(problem))
-
-
-def cost_range(problem: TransportProblem) -> tuple[float, float]:
-    """``(min C, max C)``, one pass over ``C``."""
-    low, high = math.inf, -math.inf
-    for _, _, block in blocks(problem.geometry):
-        block_low, block_high = torch.aminmax(block)
-        low, high = min(low, float(block_low)), max(high, float(block_high))
-    return low, high
 
 
 def eps_schedule(spread: float, reg: float, eps_scaling: bool | None) -> list[float]:

@@ -27,6 +27,7 @@ fits in one block (``n`` or ``m`` up to ``2**18`` on CPU) no merge happens.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -163,6 +164,15 @@ def blocks(cost: CostGeometry, entries: int | None = None
     for rows, col_chunks in tile_plan(n, m, entries):
         for cols in col_chunks:
             yield rows, cols, cost.block(rows, cols)
+
+
+def cost_range(cost: CostGeometry, entries: int | None = None) -> tuple[float, float]:
+    """``(min C, max C)`` in one streamed pass over the blocks."""
+    low, high = math.inf, -math.inf
+    for _, _, block in blocks(cost, entries):
+        block_low, block_high = torch.aminmax(block)
+        low, high = min(low, float(block_low)), max(high, float(block_high))
+    return low, high
 
 
 def assemble(cost: CostGeometry, entry: Callable[[torch.Tensor, slice, slice], torch.Tensor],
