@@ -35,11 +35,12 @@ from certopt.convexnn.problem import (
     ConvexReLUProblem,
     SolverOptions,
     check_flag,
+    check_gates,
     check_pattern_memory,
     random_generator,
 )
 from certopt.convexnn.sampled import GatedProgram, fista
-from certopt.core.arrays import as_tensor, check_scalar, spec_of
+from certopt.core.arrays import check_scalar, spec_of
 from certopt.core.errors import InputValueError
 from certopt.core.result import SolverResult, Status, duality_gap
 
@@ -114,14 +115,7 @@ class GatedReLURegressor(RegressorMixin, BaseEstimator):
                                 verbose=check_flag(self.verbose, "verbose"))
         X_aug = ConvexReLUProblem.augment(torch.from_numpy(X), fit_intercept)
         if self.patterns is not None:
-            gates = as_tensor(self.patterns, "patterns", ndim=2, dtype=torch.float64,
-                              device="cpu")
-            if gates.shape[1] == X.shape[1] < X_aug.shape[1]:
-                gates = torch.cat([gates, torch.zeros(gates.shape[0], 1, dtype=gates.dtype)], 1)
-            if gates.shape[1] != X_aug.shape[1]:
-                raise InputValueError(f"patterns: expected gate vectors of length "
-                                      f"{X.shape[1]} or {X_aug.shape[1]}, got shape "
-                                      f"{tuple(gates.shape)}")
+            gates = check_gates(self.patterns, X.shape[1], X_aug.shape[1], "patterns")
         else:
             count = check_scalar(self.n_patterns, "n_patterns", low=1, integer=True)
             gates = torch.randn(count, X_aug.shape[1], dtype=torch.float64,

@@ -97,17 +97,24 @@ def check_pattern_memory(n_patterns: int, n_samples: int) -> None:
         )
 
 
-def gate_patterns(X_aug: torch.Tensor, gates: ArrayLike, n_features: int) -> torch.Tensor:
-    """Patterns 1[X_aug g >= 0] of user gates (G, d) or (G, d_aug), deduplicated."""
-    G = as_tensor(gates, "gates", ndim=2, dtype=torch.float64, device="cpu")
-    width = X_aug.shape[1]
+def check_gates(gates: ArrayLike, n_features: int, width: int, name: str = "gates"
+                ) -> torch.Tensor:
+    """User gates (G, d) or (G, d_aug) as a float64 CPU tensor (G, width), bias weight last
+    (zero when only the d feature weights are given)."""
+    G = as_tensor(gates, name, ndim=2, dtype=torch.float64, device="cpu")
     if G.shape[1] == n_features < width:
         G = torch.cat([G, torch.zeros(G.shape[0], width - n_features, dtype=G.dtype)], dim=1)
     if G.shape[1] != width or G.shape[0] == 0:
         raise InputValueError(
-            f"gates: expected shape (G, {n_features})"
+            f"{name}: expected shape (G, {n_features})"
             + (f" or (G, {width})" if width != n_features else "")
             + f" with G >= 1, got {tuple(G.shape)}")
+    return G
+
+
+def gate_patterns(X_aug: torch.Tensor, gates: ArrayLike, n_features: int) -> torch.Tensor:
+    """Patterns 1[X_aug g >= 0] of user gates (G, d) or (G, d_aug), deduplicated."""
+    G = check_gates(gates, n_features, X_aug.shape[1])
     check_pattern_memory(G.shape[0], X_aug.shape[0])
     masks = (X_aug.to(torch.float64).cpu() @ G.T >= 0).T
     return unique_patterns(masks).to(device=X_aug.device, dtype=X_aug.dtype)
