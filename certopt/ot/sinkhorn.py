@@ -142,7 +142,9 @@ def sinkhorn(
     scaling_domain = method == "scaling" or (method == "auto" and return_plan)
     low, high = cost_range(problem.geometry)
     schedule = eps_schedule(high - low, reg, eps_scaling)
-    abs_tol = tol * float(problem.a.sum())
+    cost_max = max(-low, high)                        # max |C|, for the round-off allowance
+    source_mass = float(problem.a.sum())
+    abs_tol = tol * source_mass
     history: dict[str, list[float]] = {"marginal_error": []}
     with progress(max_iter, verbose, desc="sinkhorn") as bar:
         f, g = torch.zeros_like(problem.a), torch.zeros_like(problem.b)
@@ -153,7 +155,7 @@ def sinkhorn(
                 f, g = run.kernel.potentials()
             kernel = (ScaledKernel(problem, f, g, eps, _buffer(run.kernel)) if scaling_domain
                       else StreamedKernel(problem, f, g, eps))
-            stage_tol = abs_tol if last else max(abs_tol, STAGE_TOL * float(problem.a.sum()))
+            stage_tol = abs_tol if last else max(abs_tol, STAGE_TOL * source_mass)
             run = _iterate(kernel, problem, stage_tol, max_iter - run.n_iter, check_every,
                            history, bar, run.n_iter)
             if run.n_iter >= max_iter and not (last and run.status is Status.OPTIMAL):
@@ -173,11 +175,11 @@ def sinkhorn(
         plan = kernel.plan_storage()
         measured = _measure(problem, lambda rows, cols, cost_block: factors.correct_(
             kernel.plan_block(rows, cols, cost_block, factors.row_scale, factors.col_scale),
-            rows, cols), kernel.eps, max(-low, high))
+            rows, cols), kernel.eps, cost_max)
     else:
         plan = None
         measured = _measure(problem, lambda rows, cols, cost_block: factors.block(
-            kernel.block(rows, cols, cost_block), rows, cols), kernel.eps, max(-low, high))
+            kernel.block(rows, cols, cost_block), rows, cols), kernel.eps, cost_max)
     mass = run.row_mass.sum()
     dual_terms = _weighted(f, problem.a, absolute=True) + _weighted(g, problem.b, absolute=True)
     exponent = _finite_max(f) + _finite_max(g) + measured.cost_max
