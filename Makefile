@@ -22,7 +22,7 @@ GPU_WHEELS = cvxpy==1.9.3 scs==3.2.7 ecos==2.0.14 clarabel==0.11.1 POT==0.9.5 os
              qdldl==0.1.9.post1 highspy==1.16.0 sparsediffpy==0.6.1 cffi==2.1.1 pycparser==3.12
 PLATFORMS = $(foreach n,_2_28 _2_27 _2_24 _2_17 2014 1,--platform manylinux$(n)_x86_64)
 
-.PHONY: demo test check-portable gpu-check gpu-wheels lint bench clean
+.PHONY: demo test check-portable gpu-check gpu-wheels bench-deps lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 	    --implementation cp $(PLATFORMS) -d .whl $(GPU_WHEELS)
 	du -sh .whl
+
+# Optional packages that only the benchmarks compare against (never imported by certopt).
+# pyscnn declares torchvision, which it does not need here and which would pull another torch.
+BENCH_ONLY = eclipse-nn==0.1.7 pyscnn==0.0.10 linalg-backends==0.0.1b0 opt-einsum==3.4.0
+
+bench-deps: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(BENCH_ONLY)
 
 lint: $(STAMP)
 	$(BIN)/ruff check certopt tests examples benchmarks
