@@ -34,7 +34,8 @@ in three phases, all in torch on the problem's device:
    gaining (``KINK_RATIO``), the dual is at a kink;
 3. repair (automatic when phase 2 misses ``tol`` and ``k < n``): the convex
    QP on the support found (:mod:`certopt.ot.repair`), after swapping rows
-   into the support until it admits a plan (max flow), solved directly
+   into the support until it admits a plan (max flow), or building one
+   that does (a staircase, :mod:`certopt.ot.support_search`), solved directly
    (interior point, :mod:`certopt.ot.support_qp`) and finished by Newton:
    its plan then meets the marginals to round-off.  If it finds none, the rest of the budget goes to
    the first-order ascent, for a tighter bound.
