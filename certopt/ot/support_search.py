@@ -47,11 +47,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from certopt.ot.forest_pivots import TransportForest, lower_cost
 from certopt.ot.problem import TransportProblem
 from certopt.ot.streaming import assemble
 
 PAIR_BAND = 0.4
 """Paired order: partners' masses differ by at most this share of the smallest column mass."""
+PIVOTS_PER_NODE = 4
+"""Budget of cost-lowering pivots (:mod:`certopt.ot.forest_pivots`) per row and column."""
 ZERO_MASS = 1e-12
 """Remainders below this share of the total mass (or a thousandth of the smallest positive
 weight, if smaller) are round-off of the prefix sums, not mass."""
@@ -60,16 +63,16 @@ weight, if smaller) are round-off of the prefix sums, not mass."""
 def staircase(a: np.ndarray, b: np.ndarray, k: int,
               next_column: Callable[[int | None], int | None],
               next_row: Callable[[int], int | None], zero: float
-              ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The north-west corner plan's support along adaptively chosen orders.
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The north-west corner plan along adaptively chosen orders.
 
     ``next_column(open_row)`` gives the next column to fill (None: all filled),
     ``next_row(column)`` the next row to open (None: none left).  Returns the
-    support's ``(rows, cols)`` index arrays, or None when a column would join
+    plan's ``(rows, cols, flows)``, or None when a column would join
     more than ``k`` rows or the rows run out.  Masses at most ``zero`` count
     as exhausted.
     """
-    rows, cols = [], []
+    rows, cols, flows = [], [], []
     current, left = None, 0.0
     while (j := next_column(current)) is not None:
         need, degree = float(b[j]), 0
@@ -82,11 +85,12 @@ def staircase(a: np.ndarray, b: np.ndarray, k: int,
             take = min(left, need)
             rows.append(current)
             cols.append(j)
+            flows.append(take)
             degree += 1
             need, left = need - take, left - take
         if degree > k:
             return None
-    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(flows)
 
 
 def _ordered(order: list[int]) -> Callable[..., int | None]:
@@ -156,6 +160,55 @@ def _nearest_neighbour(a: np.ndarray, b: np.ndarray, cost: np.ndarray, zero: flo
     return next_column, next_row
 
 
+def _reassign(owner: np.ndarray, partner: np.ndarray, flows: np.ndarray, mass: np.ndarray,
+              cost: np.ndarray, zero: float) -> tuple[np.ndarray, bool]:
+    """One assignment step of :func:`exchange_equal_masses` on the ``owner`` side.
+
+    ``cost`` is oriented ``(owner side, partner side)``.  Returns the new
+    owners of the edges and whether the cost fell.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import csr_matrix
+
+    size = mass.size
+    # load[s, i]: cost of the slot of owner s when owner i takes it
+    incidence = csr_matrix((flows, (owner, np.arange(owner.size))), shape=(size, owner.size))
+    load = np.asarray(incidence @ cost[:, partner].T)
+    unequal = np.abs(mass[:, None] - mass[None, :]) > zero
+    spread = float(np.abs(load).max()) + 1.0
+    slots, owners = linear_sum_assignment(load + unequal * (2 * size * spread))
+    taken = np.empty(size, dtype=np.int64)
+    taken[slots] = owners
+    if unequal[slots, owners].any():
+        return owner, False
+    before, after = load[slots, slots].sum(), load[slots, owners].sum()
+    if after >= before - 1e-12 * (abs(before) + 1.0):
+        return owner, False
+    return taken[owner], True
+
+
+def exchange_equal_masses(rows: np.ndarray, cols: np.ndarray, flows: np.ndarray, a: np.ndarray,
+                          b: np.ndarray, cost: np.ndarray, zero: float, rounds: int = 10
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Give the staircase's places to other rows (columns) of equal mass where it is cheaper.
+
+    Rows of equal mass are interchangeable: any one of them can take the
+    place of another (its edges and flows) and the plan still meets the
+    marginals with the same column degrees.  With the columns fixed, the
+    cheapest placement of the rows is a linear assignment (place ``s`` taken
+    by row ``i`` costs ``sum_{(s, j) in F} T_sj C_ij``); then the same for
+    the columns, alternately, while the cost falls (at most ``rounds``
+    times).  It matters for uniform weights, whose staircase is fixed by the
+    order alone; with distinct masses nothing moves.
+    """
+    for _ in range(rounds):
+        rows, moved_rows = _reassign(rows, cols, flows, a, cost, zero)
+        cols, moved_cols = _reassign(cols, rows, flows, b, cost.T, zero)
+        if not (moved_rows or moved_cols):
+            break
+    return rows, cols
+
+
 def staircase_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
                       beta: torch.Tensor) -> torch.Tensor | None:
     """An ``(m, k)`` support (row indices per column) that admits a plan, or None if no
@@ -179,7 +232,12 @@ def staircase_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
         found = staircase(a, b, k, *_nearest_neighbour(a, b, cost, zero), zero)
     if found is None:
         return None
-    rows, cols = found
+    rows, cols, flows = found
+    if np.unique(a).size < n or np.unique(b).size < m:
+        rows, cols = exchange_equal_masses(rows, cols, flows, a, b, cost, zero)
+    forest = TransportForest(n, m, rows, cols, flows)
+    lower_cost(forest, cost, k, zero, max_pivots=PIVOTS_PER_NODE * (n + m))
+    rows, cols = forest.edges()
     scores = (alpha.cpu().double().numpy()[:, None] + beta.cpu().double().numpy()[None, :]
               - cost)
     scores[rows, cols] = np.inf                 # the staircase's entries come first

@@ -16,6 +16,8 @@ from scipy.optimize import linprog
 
 from certopt import ConvergenceWarning, Status
 from certopt import ot as cot
+from certopt.ot import support_search
+from certopt.ot.forest_pivots import TransportForest, lower_cost
 from certopt.ot.problem import TransportProblem
 from certopt.ot.reference import quadratic_reference
 from certopt.ot.repair import hall_violator
@@ -126,3 +128,50 @@ def test_a_budget_no_plan_meets_ends_inaccurate_and_says_how_far():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             assert np.isfinite(res.dual_value)
+
+
+def _plan_of(rows, cols, flows, n, m):
+    plan = np.zeros((n, m))
+    np.add.at(plan, (rows, cols), flows)
+    return plan
+
+
+def ot_exact_cost(a, b, C):
+    return float(cot.exact(a, b, C).cost)
+
+
+def _nearest_neighbour_staircase(a, b, C, k):
+    zero = 1e-12
+    return support_search.staircase(a, b, k, *support_search._nearest_neighbour(a, b, C, zero),
+                                    zero)
+
+
+def test_pivots_keep_the_marginals_and_the_cap_and_lower_the_cost():
+    a, b, C = point_cloud_problem(60, 60, seed=6)
+    k = 3
+    rows, cols, flows = _nearest_neighbour_staircase(a, b, C, k)
+    before = float((C[rows, cols] * flows).sum())
+    forest = TransportForest(60, 60, rows, cols, flows)
+    assert lower_cost(forest, C, k, 1e-12, max_pivots=2000) > 0
+    rows, cols = forest.edges()
+    flows = np.array([forest.flow[(i, j)] for i, j in zip(rows, cols)])
+    plan = _plan_of(rows, cols, flows, 60, 60)
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-12)
+    np.testing.assert_allclose(plan.sum(0), b, atol=1e-12)
+    assert flows.min() >= -1e-12 and (plan != 0).sum(0).max() <= k
+    after = float((C * plan).sum())
+    # exact OT bounds every plan's cost from below
+    assert ot_exact_cost(a, b, C) - 1e-12 <= after <= 0.9 * before
+
+
+def test_equal_masses_exchange_places_where_it_is_cheaper():
+    C = _rounded_cost(100, 80, seed=1)
+    a, b = np.full(100, 1 / 100), np.full(80, 1 / 80)
+    rows, cols, flows = _nearest_neighbour_staircase(a, b, C, 2)
+    before = float((C[rows, cols] * flows).sum())
+    rows, cols = support_search.exchange_equal_masses(rows, cols, flows, a, b, C, 1e-12)
+    plan = _plan_of(rows, cols, flows, 100, 80)
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-12)
+    np.testing.assert_allclose(plan.sum(0), b, atol=1e-12)
+    assert (plan != 0).sum(0).max() <= 2
+    assert float((C * plan).sum()) <= 0.5 * before
