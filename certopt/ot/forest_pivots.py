@@ -17,7 +17,8 @@ and lowers the cost by ``theta |rc_ij| > 0`` (degenerate pivots,
 
 Entering pairs are drawn from candidates (each column's ``CANDIDATES``
 cheapest rows and each row's cheapest columns), the most negative reduced
-cost first.  Each pivot recomputes the forest's potentials, ``O(n + m)``.
+cost first.  The forest is kept rooted (parents, depths, potentials); a
+pivot re-hangs only the subtree its leaving edge cuts off.
 """
 
 from __future__ import annotations
@@ -69,64 +70,181 @@ class TransportForest:
     def _flow(self, node: int, other: int) -> float:
         return self.flow[(node, other - self.n) if node < self.n else (other, node - self.n)]
 
-    def structure(self, cost: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Parent, depth, component and potential of every node (breadth first)."""
+    def structure(self, cost: np.ndarray) -> None:
+        """Root every component (breadth first): ``parent``, ``depth``, ``component`` and
+        ``potential`` of every node."""
         size = self.n + self.m
-        parent = np.full(size, -1)
-        depth = np.zeros(size, dtype=np.int64)
-        component = np.full(size, -1)
-        potential = np.zeros(size)
+        self.parent = np.full(size, -1)
+        self.depth = np.zeros(size, dtype=np.int64)
+        self.component = np.full(size, -1)
+        self.potential = np.zeros(size)
         for root in range(size):
-            if component[root] >= 0:
-                continue
-            component[root] = root
-            queue = deque([root])
-            while queue:
-                node = queue.popleft()
-                for other in self.neighbours[node]:
-                    if component[other] < 0:
-                        component[other], parent[other] = root, node
-                        depth[other] = depth[node] + 1
-                        row, col = (node, other) if node < self.n else (other, node)
-                        potential[other] = cost[row, col - self.n] - potential[node]
-                        queue.append(other)
-        return parent, depth, component, potential
+            if self.component[root] < 0:
+                self.component[root] = root
+                self._hang(root, cost)
 
-    def path(self, start: int, end: int, parent: np.ndarray, depth: np.ndarray) -> list[int]:
-        """The nodes of the forest path from ``start`` to ``end`` (same component)."""
+    def _hang(self, top: int, cost: np.ndarray) -> None:
+        """Set the structure of the subtree below ``top`` from ``top``'s own, breadth first."""
+        queue = deque([top])
+        while queue:
+            node = queue.popleft()
+            for other in self.neighbours[node]:
+                if other != self.parent[node]:
+                    self.parent[other], self.depth[other] = node, self.depth[node] + 1
+                    self.component[other] = self.component[node]
+                    row, col = (node, other) if node < self.n else (other, node)
+                    self.potential[other] = cost[row, col - self.n] - self.potential[node]
+                    queue.append(other)
+
+    def path(self, start: int, end: int) -> tuple[list[int], int]:
+        """The nodes of the forest path from ``start`` to ``end`` (same component) and the
+        number of edges from ``start`` up to their common ancestor."""
         head, tail = [start], [end]
         while head[-1] != tail[-1]:
-            if depth[head[-1]] >= depth[tail[-1]]:
-                head.append(int(parent[head[-1]]))
+            if self.depth[head[-1]] >= self.depth[tail[-1]]:
+                head.append(int(self.parent[head[-1]]))
             else:
-                tail.append(int(parent[tail[-1]]))
-        return head + tail[-2::-1]
+                tail.append(int(self.parent[tail[-1]]))
+        return head + tail[-2::-1], len(head) - 1
 
-    def pivot(self, row: int, col: int, k: int, zero: float, parent: np.ndarray,
-              depth: np.ndarray) -> bool:
-        """Push flow around the cycle closed by ``(row, col)``; False if not allowed."""
-        nodes = self.path(self.n + col, row, parent, depth)
+    def pivot(self, row: int, col: int, k: int, zero: float, cost: np.ndarray) -> bool:
+        """Push flow around the cycle closed by ``(row, col)``; False if not allowed.
+
+        The subtree cut off by the leaving edge is hung again from the entering
+        edge (its potentials shift), so the structure stays current.
+        """
+        nodes, up = self.path(self.n + col, row)
         steps = list(zip(nodes[:-1], nodes[1:]))
-        decreasing = steps[0::2]
-        theta, leaving = min((self._flow(*step), step) for step in decreasing)
+        theta, leaving = min((self._flow(*steps[p]), p) for p in range(0, len(steps), 2))
         if self.degree(col) >= k:
-            leaving = decreasing[0]
-            if self._flow(*leaving) > theta + zero:
+            if self._flow(*steps[0]) > theta + zero:
                 return False
+            leaving = 0
         if theta <= zero:
             return False
         for position, (node, other) in enumerate(steps):
             key = (node, other - self.n) if node < self.n else (other, node - self.n)
             self.flow[key] += theta if position % 2 else -theta
-        node, other = leaving
+        node, other = steps[leaving]
         del self.flow[(node, other - self.n) if node < self.n else (other, node - self.n)]
         self.neighbours[node].discard(other)
         self.neighbours[other].discard(node)
         self.flow[(row, col)] = theta
         self.neighbours[row].add(self.n + col)
         self.neighbours[self.n + col].add(row)
+        # below the common ancestor on the column's side: the column's end is cut off
+        top, new_parent = (self.n + col, row) if leaving < up else (row, self.n + col)
+        self.parent[top], self.depth[top] = new_parent, self.depth[new_parent] + 1
+        self.potential[top] = cost[row, col] - self.potential[new_parent]
+        self._hang(top, cost)
         return True
+
+
+    def _bottlenecks(self, start: int, banned: int, decreasing_from_rows: bool
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Least flow on the edges that a push from ``start`` decreases, per node of its side,
+        and that edge's two ends.
+
+        Breadth first from ``start`` without crossing to ``banned`` (the other
+        end of the removed edge); a step decreases when it goes from a row to a
+        column (``decreasing_from_rows``) or from a column to a row (otherwise).
+        Nodes off that side get -1; ends are -1 where no edge decreases.
+        """
+        least = np.full(self.n + self.m, -1.0)
+        ends = np.full((2, self.n + self.m), -1)
+        least[start] = np.inf
+        queue = deque([start])
+        while queue:
+            node = queue.popleft()
+            from_row = node < self.n
+            for other in self.neighbours[node]:
+                if least[other] < 0 and other != banned:
+                    flow = self._flow(node, other)
+                    if from_row == decreasing_from_rows and flow < least[node]:
+                        least[other], ends[:, other] = flow, (node, other)
+                    else:
+                        least[other], ends[:, other] = least[node], ends[:, node]
+                    queue.append(other)
+        least[banned] = -1.0
+        return least, ends[0], ends[1]
+
+    def reroute(self, row: int, col: int, k: int, zero: float, rows: np.ndarray,
+                cols: np.ndarray, cost: np.ndarray
+                ) -> tuple[float, int, int, float, int, int] | None:
+        """The cheapest pivot through edge ``(row, col)`` that empties a crowded column's edge.
+
+        Removing the edge leaves ``row``'s side ``P`` with its flow ``x`` to
+        send and ``col``'s side ``Q`` with ``x`` to receive.  An entering edge
+        ``(u, w)`` from a row of ``P`` to a column ``w`` of ``Q`` with fewer
+        than ``k`` rows closes a cycle through ``(row, col)``; pushing
+        ``theta`` = the least flow on its decreasing edges (``(row, col)``
+        among them) empties one of them.  The pivot qualifies when that edge
+        belongs to a column holding more than ``k`` rows (the crowding falls
+        by one) and ``theta > zero``.  The cost rises by ``theta rc_uw``
+        (potentials of :meth:`structure`).  Returns ``(rise, u, w, theta,
+        leaving row, leaving column)`` of the cheapest, entering edges among
+        the candidates ``(rows, cols)`` only, or None.
+        """
+        x = self.flow[(row, col)]
+        sends, send_a, send_b = self._bottlenecks(row, self.n + col, decreasing_from_rows=False)
+        takes, take_a, take_b = self._bottlenecks(self.n + col, row, decreasing_from_rows=True)
+        room = np.array([self.degree(j) < k for j in range(self.m)])
+        room[col] = False
+        inside = (sends[rows] >= 0) & (takes[self.n + cols] >= 0) & room[cols]
+        found = np.flatnonzero(inside)
+        u, w = rows[found], cols[found]
+        theta = np.minimum(np.minimum(sends[u], takes[self.n + w]), x)
+        # the emptied edge: (row, col) itself, or the least on P's or on Q's side
+        on_p = (sends[u] < x) & (sends[u] <= takes[self.n + w])
+        on_q = ~on_p & (takes[self.n + w] < x)
+        leave_a = np.where(on_p, send_a[u], np.where(on_q, take_a[self.n + w], row))
+        leave_b = np.where(on_p, send_b[u], np.where(on_q, take_b[self.n + w], self.n + col))
+        leave_col = np.maximum(leave_a, leave_b) - self.n
+        crowded = np.array([self.degree(j) > k for j in range(self.m)])
+        good = crowded[leave_col] & (theta > zero)
+        if not good.any():
+            return None
+        rise = theta * (cost[u, w] - self.potential[u] - self.potential[self.n + w])
+        best = np.flatnonzero(good)[np.argmin(rise[good])]
+        leave_row = int(np.minimum(leave_a, leave_b)[best])
+        return (float(rise[best]), int(u[best]), int(w[best]), float(theta[best]), leave_row,
+                int(leave_col[best]))
+
+    def move(self, u: int, w: int, theta: float, leave_row: int, leave_col: int,
+             cost: np.ndarray) -> None:
+        """Push ``theta`` around the cycle entering edge ``(u, w)`` closes (a
+        :meth:`reroute`), drop the emptied edge, and root the forest again."""
+        nodes, _ = self.path(self.n + w, u)
+        for position, (node, other) in enumerate(zip(nodes[:-1], nodes[1:])):
+            key = (node, other - self.n) if node < self.n else (other, node - self.n)
+            self.flow[key] += theta if position % 2 else -theta
+        self.flow[(u, w)] = theta
+        self.neighbours[u].add(self.n + w)
+        self.neighbours[self.n + w].add(u)
+        del self.flow[(leave_row, leave_col)]
+        self.neighbours[leave_row].discard(self.n + leave_col)
+        self.neighbours[self.n + leave_col].discard(leave_row)
+        self.structure(cost)
+
+
+def cap_degrees(forest: TransportForest, cost: np.ndarray, k: int, zero: float) -> bool:
+    """Empty edges of the columns holding more than ``k`` rows by the cheapest
+    :meth:`~TransportForest.reroute` through a crowded column, sweeping over the crowded
+    columns while one moves; True when every column holds at most ``k`` rows."""
+    rows, cols = candidate_pairs(cost)
+    forest.structure(cost)
+    moved = True
+    while moved:
+        moved = False
+        for j in range(forest.m):
+            if forest.degree(j) <= k:
+                continue
+            moves = [found for i in forest.neighbours[forest.n + j]
+                     if (found := forest.reroute(i, j, k, zero, rows, cols, cost)) is not None]
+            if moves:
+                forest.move(*min(moves)[1:], cost)
+                moved = True
+    return all(forest.degree(j) <= k for j in range(forest.m))
 
 
 def lower_cost(forest: TransportForest, cost: np.ndarray, k: int, zero: float,
@@ -134,13 +252,13 @@ def lower_cost(forest: TransportForest, cost: np.ndarray, k: int, zero: float,
     """Pivot ``forest`` while some candidate pair lowers ``<C, T>``; return the pivots made."""
     rows, cols = candidate_pairs(cost)
     scale = float(np.abs(cost).max()) + 1.0
+    forest.structure(cost)
     for done in range(max_pivots):
-        parent, depth, component, potential = forest.structure(cost)
-        reduced = cost[rows, cols] - potential[rows] - potential[forest.n + cols]
-        usable = (reduced < -1e-12 * scale) & (component[rows] == component[forest.n + cols])
+        reduced = cost[rows, cols] - forest.potential[rows] - forest.potential[forest.n + cols]
+        usable = ((reduced < -1e-12 * scale)
+                  & (forest.component[rows] == forest.component[forest.n + cols]))
         order = np.flatnonzero(usable)
         order = order[np.argsort(reduced[order])[:TRIES]]
-        if not any(forest.pivot(int(rows[e]), int(cols[e]), k, zero, parent, depth)
-                   for e in order):
+        if not any(forest.pivot(int(rows[e]), int(cols[e]), k, zero, cost) for e in order):
             return done
     return max_pivots

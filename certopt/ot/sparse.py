@@ -35,7 +35,8 @@ in three phases, all in torch on the problem's device:
 3. repair (automatic when phase 2 misses ``tol`` and ``k < n``): the convex
    QP on the support found (:mod:`certopt.ot.repair`), after swapping rows
    into the support until it admits a plan (max flow), or building one
-   that does (a staircase, :mod:`certopt.ot.support_search`), solved directly
+   that does (exact OT with capped columns, or a staircase:
+   :mod:`certopt.ot.support_search`), solved directly
    (interior point, :mod:`certopt.ot.support_qp`) and finished by Newton:
    its plan then meets the marginals to round-off.  If it finds none, the rest of the budget goes to
    the first-order ascent, for a tighter bound.

@@ -47,7 +47,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from certopt.ot.forest_pivots import TransportForest, lower_cost
+from certopt.ot.exact import default_max_iter
+from certopt.ot.forest_pivots import TransportForest, cap_degrees, lower_cost
 from certopt.ot.problem import TransportProblem
 from certopt.ot.streaming import assemble
 
@@ -209,21 +210,25 @@ def exchange_equal_masses(rows: np.ndarray, cols: np.ndarray, flows: np.ndarray,
     return rows, cols
 
 
-def staircase_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
-                      beta: torch.Tensor) -> torch.Tensor | None:
-    """An ``(m, k)`` support (row indices per column) that admits a plan, or None if no
-    staircase tried has at most ``k`` rows per column.
+def capped_exact_plan(a: np.ndarray, b: np.ndarray, cost: np.ndarray, k: int, zero: float
+                      ) -> TransportForest | None:
+    """Exact OT's plan (network simplex, a forest) with its crowded columns rerouted
+    (:func:`~certopt.ot.forest_pivots.cap_degrees`), or None if some column stays above
+    ``k`` rows."""
+    import ot as pot
 
-    ``alpha``, ``beta`` are the sparse solve's potentials: the rows added to
-    complete each column to ``k`` are those of highest score
-    ``alpha_i + beta_j - C_ij``.  Needs ``k <= n``.
-    """
-    n, m = problem.shape
-    a = problem.a.cpu().double().numpy()
-    b = problem.b.cpu().double().numpy()
-    cost = assemble(problem.geometry, lambda block, rows, cols: block).cpu().double().numpy()
-    positive = np.concatenate([a[a > 0], b[b > 0]])
-    zero = min(ZERO_MASS * float(a.sum()), 1e-3 * float(positive.min()))
+    n, m = cost.shape
+    plan = pot.emd(a, b, cost, numItermax=default_max_iter(n, m))
+    rows, cols = np.nonzero(plan > zero)
+    forest = TransportForest(n, m, rows, cols, plan[rows, cols])
+    return forest if cap_degrees(forest, cost, k, zero) else None
+
+
+def staircase_plan(a: np.ndarray, b: np.ndarray, cost: np.ndarray, k: int, zero: float
+                   ) -> TransportForest | None:
+    """The first staircase (paired, then nearest neighbour) whose columns hold at most
+    ``k`` rows, its equal masses exchanged where cheaper; None if neither fits."""
+    n, m = cost.shape
     found = None
     orders = paired_orders(a, b, cost)
     if orders is not None:
@@ -235,11 +240,33 @@ def staircase_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
     rows, cols, flows = found
     if np.unique(a).size < n or np.unique(b).size < m:
         rows, cols = exchange_equal_masses(rows, cols, flows, a, b, cost, zero)
-    forest = TransportForest(n, m, rows, cols, flows)
+    return TransportForest(n, m, rows, cols, flows)
+
+
+def constructive_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
+                         beta: torch.Tensor) -> torch.Tensor | None:
+    """An ``(m, k)`` support (row indices per column) that admits a plan, or None if no
+    construction tried holds at most ``k`` rows per column.
+
+    Exact OT with capped columns first, then the staircases; the plan found
+    is made cheaper by cost-lowering pivots.  ``alpha``, ``beta`` are the
+    sparse solve's potentials: the rows added to complete each column to
+    ``k`` are those of highest score ``alpha_i + beta_j - C_ij``.  Needs
+    ``k <= n``.
+    """
+    n, m = problem.shape
+    a = problem.a.cpu().double().numpy()
+    b = problem.b.cpu().double().numpy()
+    cost = assemble(problem.geometry, lambda block, rows, cols: block).cpu().double().numpy()
+    positive = np.concatenate([a[a > 0], b[b > 0]])
+    zero = min(ZERO_MASS * float(a.sum()), 1e-3 * float(positive.min()))
+    forest = capped_exact_plan(a, b, cost, k, zero) or staircase_plan(a, b, cost, k, zero)
+    if forest is None:
+        return None
     lower_cost(forest, cost, k, zero, max_pivots=PIVOTS_PER_NODE * (n + m))
     rows, cols = forest.edges()
     scores = (alpha.cpu().double().numpy()[:, None] + beta.cpu().double().numpy()[None, :]
               - cost)
-    scores[rows, cols] = np.inf                 # the staircase's entries come first
+    scores[rows, cols] = np.inf                 # the plan's entries come first
     support = np.argpartition(-scores, k - 1, axis=0)[:k].T
     return torch.as_tensor(np.ascontiguousarray(support), device=problem.a.device)

@@ -21,7 +21,7 @@ from certopt.ot.forest_pivots import TransportForest, lower_cost
 from certopt.ot.problem import TransportProblem
 from certopt.ot.reference import quadratic_reference
 from certopt.ot.repair import hall_violator
-from certopt.ot.support_search import staircase_support
+from certopt.ot.support_search import constructive_support
 from tests.ot.conftest import point_cloud_problem
 
 
@@ -82,11 +82,11 @@ def test_integer_costs_and_duplicated_points_end_optimal():
         _assert_feasible_k_sparse(res, k)
 
 
-def test_the_staircase_support_admits_a_plan_with_two_rows_per_column():
+def test_the_constructive_support_admits_a_plan_with_two_rows_per_column():
     a, b, C = point_cloud_problem(120, 120, seed=5)
     problem = TransportProblem.from_inputs(a, b, C, None)
     alpha, beta = torch.zeros(120, dtype=torch.float64), torch.zeros(120, dtype=torch.float64)
-    support = staircase_support(problem, 2, alpha, beta)
+    support = constructive_support(problem, 2, alpha, beta)
     assert support is not None and support.shape == (120, 2)
     assert all(len(set(column)) == 2 for column in support.tolist())
     assert hall_violator(problem, support) is None
@@ -116,7 +116,7 @@ def test_a_budget_no_plan_meets_ends_inaccurate_and_says_how_far():
     C = _rounded_cost(5, 3, seed=0) + np.arange(3)        # distinct columns
     problem = TransportProblem.from_inputs(a, b, C, None)
     zeros = torch.zeros(5, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    assert staircase_support(problem, 2, *zeros) is None
+    assert constructive_support(problem, 2, *zeros) is None
     for method in ("semi-dual", "dual"):
         with pytest.warns(ConvergenceWarning, match="repair"):
             res = cot.sparse(a, b, C, k=2, reg=0.1, method=method)
@@ -175,3 +175,19 @@ def test_equal_masses_exchange_places_where_it_is_cheaper():
     np.testing.assert_allclose(plan.sum(0), b, atol=1e-12)
     assert (plan != 0).sum(0).max() <= 2
     assert float((C * plan).sum()) <= 0.5 * before
+
+
+def test_capping_exact_ots_columns_keeps_the_marginals_and_most_of_its_cost():
+    # exact OT's plan (a spanning tree) has columns with 4 rows here; rerouting through them
+    # empties those edges: at most 3 rows per column, cost within 1% of exact OT's
+    a, b, C = point_cloud_problem(120, 120, seed=8)
+    forest = support_search.capped_exact_plan(a, b, C, 3, 1e-12)
+    assert forest is not None
+    rows, cols = forest.edges()
+    flows = np.array([forest.flow[(i, j)] for i, j in zip(rows, cols)])
+    plan = _plan_of(rows, cols, flows, 120, 120)
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-12)
+    np.testing.assert_allclose(plan.sum(0), b, atol=1e-12)
+    assert flows.min() >= -1e-12 and (plan != 0).sum(0).max() <= 3
+    exact = ot_exact_cost(a, b, C)
+    assert exact - 1e-12 <= float((C * plan).sum()) <= 1.01 * exact
