@@ -1,24 +1,31 @@
-"""Cost-lowering pivots on a transport forest whose columns hold at most k rows.
+"""Network-simplex pivots on a transport forest whose columns hold at most k rows.
 
 A plan whose support is a forest ``F`` (no cycle) is fixed by ``F`` and the
-marginals.  The network simplex pivot improves it without leaving the
-k-sparse plans: potentials ``u_i + v_j = C_ij`` on the edges of ``F`` (one
-root per component at 0) give every pair of a component the reduced cost
-``rc_ij = C_ij - u_i - v_j``.  A pair with ``rc_ij < 0`` closes a cycle with
-the path ``j -> ... -> i`` in ``F``; pushing ``theta`` around it (``+`` on
-``(i, j)``, then ``-, +, -, ...`` along the path from ``j``) keeps both
-marginals and changes ``<C, T>`` by ``theta * rc_ij``.  ``theta`` is the least
-flow on the decreasing edges and one edge carrying it leaves ``F``.  The
-column cap: ``j`` gains an edge, so when it already holds ``k`` rows only
-its own path edge (a decreasing one) may leave, and only if it carries the
-least flow.  Every pivot keeps the marginals, nonnegativity and the cap,
-and lowers the cost by ``theta |rc_ij| > 0`` (degenerate pivots,
-``theta = 0``, are not taken: no cycling).
+marginals.  Potentials ``u_i + v_j = C_ij`` on the edges of ``F`` (one root
+per component at 0) give every pair of a component the reduced cost
+``rc_ij = C_ij - u_i - v_j``.  An entering pair ``(i, j)`` closes a cycle
+with the path ``j -> ... -> i`` in ``F``; pushing ``theta`` around it (``+``
+on ``(i, j)``, then ``-, +, -, ...`` along the path from ``j``) keeps both
+marginals and changes ``<C, T>`` by ``theta * rc_ij``; ``theta`` at most the
+least flow on the decreasing edges, one of which empties and leaves ``F``.
+Two uses:
+
+* :func:`lower_cost` (pivots that keep every column at most ``k`` rows):
+  enter the pair of most negative ``rc``; ``j`` gains an edge, so when it
+  already holds ``k`` rows only its own path edge may leave, and only if it
+  carries the least flow.  The cost falls by ``theta |rc_ij| > 0``
+  (degenerate pivots, ``theta = 0``, are not taken: no cycling).
+* :func:`cap_degrees` (from a plan with crowded columns, e.g. exact OT's):
+  pivots through an edge of a column holding more than ``k`` rows whose
+  emptied edge belongs to a crowded column and whose entering column has
+  room: the crowding falls by one per pivot, at the least cost rise
+  ``theta rc_ij >= 0``.  It can get stuck (every way out would empty an
+  edge of an uncrowded column): the caller then builds another plan.
 
 Entering pairs are drawn from candidates (each column's ``CANDIDATES``
-cheapest rows and each row's cheapest columns), the most negative reduced
-cost first.  The forest is kept rooted (parents, depths, potentials); a
-pivot re-hangs only the subtree its leaving edge cuts off.
+cheapest rows and each row's cheapest columns).  The forest is kept rooted
+(parents, depths, potentials); a pivot re-hangs only the subtree its leaving
+edge cuts off.
 """
 
 from __future__ import annotations
@@ -67,8 +74,12 @@ class TransportForest:
         """Rows joined by column ``j``."""
         return len(self.neighbours[self.n + j])
 
+    def _key(self, node: int, other: int) -> tuple[int, int]:
+        """The ``(row, column)`` of the edge between two nodes."""
+        return (node, other - self.n) if node < self.n else (other, node - self.n)
+
     def _flow(self, node: int, other: int) -> float:
-        return self.flow[(node, other - self.n) if node < self.n else (other, node - self.n)]
+        return self.flow[self._key(node, other)]
 
     def structure(self, cost: np.ndarray) -> None:
         """Root every component (breadth first): ``parent``, ``depth``, ``component`` and
@@ -92,8 +103,7 @@ class TransportForest:
                 if other != self.parent[node]:
                     self.parent[other], self.depth[other] = node, self.depth[node] + 1
                     self.component[other] = self.component[node]
-                    row, col = (node, other) if node < self.n else (other, node)
-                    self.potential[other] = cost[row, col - self.n] - self.potential[node]
+                    self.potential[other] = cost[self._key(node, other)] - self.potential[node]
                     queue.append(other)
 
     def path(self, start: int, end: int) -> tuple[list[int], int]:
@@ -108,11 +118,7 @@ class TransportForest:
         return head + tail[-2::-1], len(head) - 1
 
     def pivot(self, row: int, col: int, k: int, zero: float, cost: np.ndarray) -> bool:
-        """Push flow around the cycle closed by ``(row, col)``; False if not allowed.
-
-        The subtree cut off by the leaving edge is hung again from the entering
-        edge (its potentials shift), so the structure stays current.
-        """
+        """Push flow around the cycle closed by ``(row, col)``; False if not allowed."""
         nodes, up = self.path(self.n + col, row)
         steps = list(zip(nodes[:-1], nodes[1:]))
         theta, leaving = min((self._flow(*steps[p]), p) for p in range(0, len(steps), 2))
@@ -122,23 +128,30 @@ class TransportForest:
             leaving = 0
         if theta <= zero:
             return False
-        for position, (node, other) in enumerate(steps):
-            key = (node, other - self.n) if node < self.n else (other, node - self.n)
-            self.flow[key] += theta if position % 2 else -theta
+        self._exchange(row, col, nodes, up, theta, leaving, cost)
+        return True
+
+    def _exchange(self, row: int, col: int, nodes: list[int], up: int, theta: float,
+                  leaving: int, cost: np.ndarray) -> None:
+        """Pivot: ``(row, col)`` enters with ``theta``, pushed around the cycle its forest
+        path ``nodes`` (column to row, ``up`` edges to their common ancestor) closes; the
+        path's edge number ``leaving`` leaves.  The subtree that edge cut off is hung again
+        from the entering edge (its potentials shift), so the rooting stays current."""
+        steps = list(zip(nodes[:-1], nodes[1:]))
+        for position, step in enumerate(steps):
+            self.flow[self._key(*step)] += theta if position % 2 else -theta
         node, other = steps[leaving]
-        del self.flow[(node, other - self.n) if node < self.n else (other, node - self.n)]
+        del self.flow[self._key(node, other)]
         self.neighbours[node].discard(other)
         self.neighbours[other].discard(node)
         self.flow[(row, col)] = theta
         self.neighbours[row].add(self.n + col)
         self.neighbours[self.n + col].add(row)
-        # below the common ancestor on the column's side: the column's end is cut off
+        # an edge between the column and the common ancestor: the column's end is cut off
         top, new_parent = (self.n + col, row) if leaving < up else (row, self.n + col)
         self.parent[top], self.depth[top] = new_parent, self.depth[new_parent] + 1
         self.potential[top] = cost[row, col] - self.potential[new_parent]
         self._hang(top, cost)
-        return True
-
 
     def _bottlenecks(self, start: int, banned: int, decreasing_from_rows: bool
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,19 +225,12 @@ class TransportForest:
 
     def move(self, u: int, w: int, theta: float, leave_row: int, leave_col: int,
              cost: np.ndarray) -> None:
-        """Push ``theta`` around the cycle entering edge ``(u, w)`` closes (a
-        :meth:`reroute`), drop the emptied edge, and root the forest again."""
-        nodes, _ = self.path(self.n + w, u)
-        for position, (node, other) in enumerate(zip(nodes[:-1], nodes[1:])):
-            key = (node, other - self.n) if node < self.n else (other, node - self.n)
-            self.flow[key] += theta if position % 2 else -theta
-        self.flow[(u, w)] = theta
-        self.neighbours[u].add(self.n + w)
-        self.neighbours[self.n + w].add(u)
-        del self.flow[(leave_row, leave_col)]
-        self.neighbours[leave_row].discard(self.n + leave_col)
-        self.neighbours[self.n + leave_col].discard(leave_row)
-        self.structure(cost)
+        """Push ``theta`` around the cycle entering edge ``(u, w)`` closes and drop the
+        emptied edge ``(leave_row, leave_col)`` (a :meth:`reroute`)."""
+        nodes, up = self.path(self.n + w, u)
+        leaving = next(p for p, step in enumerate(zip(nodes[:-1], nodes[1:]))
+                       if self._key(*step) == (leave_row, leave_col))
+        self._exchange(u, w, nodes, up, theta, leaving, cost)
 
 
 def cap_degrees(forest: TransportForest, cost: np.ndarray, k: int, zero: float) -> bool:

@@ -1,4 +1,4 @@
-"""Constructive support search: k rows per column that admit a plan, built as staircases.
+"""Constructive support search: k rows per column that admit a plan.
 
 The repair (:mod:`certopt.ot.repair`) needs a support ``S`` (``k`` rows per
 column) on which a plan meeting the marginals exists.  Swapping single
@@ -32,12 +32,20 @@ construction, is a forest, and is k-sparse iff no column interval contains
   weights the breakpoints do not depend on the order, so every order gives
   the same column degrees (``ceil`` of the overlap), and this one is cheap.
 
-The first staircase whose columns hold at most ``k`` rows is completed to
-``k`` rows per column by the rows of highest score ``s_ij = alpha_i +
-beta_j - C_ij`` (the sparse solve's potentials), which gives the restricted
-QP room to lower the cost.  Everything runs on the CPU in numpy on the
-dense cost, assembled block by block (``O(n m)`` memory, as the returned
-dense plan).
+Before the staircases, exact OT's plan (network simplex, POT's ``emd``: a
+spanning forest, the cheapest plan of all) is tried with its crowded columns
+emptied by network-simplex pivots
+(:func:`certopt.ot.forest_pivots.cap_degrees`); it succeeds when few
+columns are crowded (``k = 3``, ties), rarely for ``k = 2`` with generic
+weights.  A staircase's rows (columns) of equal mass then exchange places
+where cheaper (linear assignments, :func:`exchange_equal_masses`), and the
+plan found is improved by pivots that keep at most ``k`` rows per column
+(:func:`certopt.ot.forest_pivots.lower_cost`).  Its support is completed to
+``k`` rows per column by the rows of highest score
+``s_ij = alpha_i + beta_j - C_ij`` (the sparse solve's potentials), which
+gives the restricted QP room to lower the cost.  Everything runs on the
+CPU in numpy on the dense cost, assembled block by block (``O(n m)``
+memory, as the returned dense plan).
 """
 
 from __future__ import annotations
