@@ -50,6 +50,7 @@ memory, as the returned dense plan).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -222,11 +223,15 @@ def capped_exact_plan(a: np.ndarray, b: np.ndarray, cost: np.ndarray, k: int, ze
                       ) -> TransportForest | None:
     """Exact OT's plan (network simplex, a forest) with its crowded columns rerouted
     (:func:`~certopt.ot.forest_pivots.cap_degrees`), or None if some column stays above
-    ``k`` rows."""
+    ``k`` rows (or the network simplex did not finish)."""
     import ot as pot
 
     n, m = cost.shape
-    plan = pot.emd(a, b, cost, numItermax=default_max_iter(n, m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # its result code says it
+        plan, log = pot.emd(a, b, cost, numItermax=default_max_iter(n, m), log=True)
+    if log["result_code"] != 1:
+        return None
     rows, cols = np.nonzero(plan > zero)
     forest = TransportForest(n, m, rows, cols, plan[rows, cols])
     return forest if cap_degrees(forest, cost, k, zero) else None

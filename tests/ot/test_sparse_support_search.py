@@ -191,3 +191,20 @@ def test_capping_exact_ots_columns_keeps_the_marginals_and_most_of_its_cost():
     assert flows.min() >= -1e-12 and (plan != 0).sum(0).max() <= 3
     exact = ot_exact_cost(a, b, C)
     assert exact - 1e-12 <= float((C * plan).sum()) <= 1.01 * exact
+
+
+def test_point_clouds_get_a_constructed_support_too():
+    a, b, _ = point_cloud_problem(40, 40, seed=12)
+    rng = np.random.default_rng(12)
+    x, y = rng.standard_normal((40, 3)), rng.standard_normal((40, 3))
+    res = cot.sparse(a, b, cot.PointCloudCost(x, y), k=2, reg=0.1)
+    _assert_feasible_k_sparse(res, 2)
+
+
+@pytest.mark.cuda
+def test_cuda_non_uniform_k2_ends_optimal_on_the_device():
+    a, b, C = point_cloud_problem(60, 60, seed=13)
+    res = cot.sparse(torch.tensor(a, device="cuda"), torch.tensor(b, device="cuda"),
+                     torch.tensor(C, device="cuda"), k=2, reg=0.1)
+    assert res.plan.device.type == "cuda"
+    _assert_feasible_k_sparse(res, 2)
