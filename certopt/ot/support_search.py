@@ -20,13 +20,14 @@ construction, is a forest, and is k-sparse iff no column interval contains
 
 * paired (``n = m`` positive masses): rows and columns matched one to one
   by a minimum-cost assignment among pairs whose masses differ by at most
-  ``delta = 0.4 min b`` (``scipy.optimize.linear_sum_assignment``), pairs
-  then taken in an order that keeps the open remainder
-  ``S = A_p - B_p`` in ``[0, 2 delta)`` (a pair with ``a_i >= b_j`` while
-  ``S < delta``, else one with ``a_i < b_j``; the cheapest column next to
-  the open row within that class).  Each column then takes ``S < b_j``
-  from the open row and the rest from its partner: at most two rows, most
-  of the mass on the assignment's (cheap) pairs;
+  ``delta`` (``scipy.optimize.linear_sum_assignment``), pairs then taken in
+  an order that keeps the open remainder ``S = A_p - B_p`` in
+  ``[0, 2 delta)`` (a pair with ``a_i >= b_j`` while ``S < delta``, else
+  one with ``a_i < b_j``; the cheapest column next to the open row within
+  that class).  With ``delta <= min b / 2`` each column then takes
+  ``S < b_j`` from the open row and the rest from its partner: at most two
+  rows, most of the mass on the assignment's (cheap) pairs.  A wider band
+  (``0.7 min b``) pairs cheaper and usually still fits; it is tried first;
 * nearest neighbour: the next column is the cheapest for the open row and
   the next row the cheapest for the column being filled.  With uniform
   weights the breakpoints do not depend on the order, so every order gives
@@ -61,8 +62,9 @@ from certopt.ot.forest_pivots import TransportForest, cap_degrees, lower_cost
 from certopt.ot.problem import TransportProblem
 from certopt.ot.streaming import assemble
 
-PAIR_BAND = 0.4
-"""Paired order: partners' masses differ by at most this share of the smallest column mass."""
+PAIR_BANDS = (0.7, 0.4)
+"""Paired orders tried: partners' masses differ by at most this share of the smallest column
+mass (a wider band pairs cheaper, a narrower one keeps the remainder below every column)."""
 PIVOTS_PER_NODE = 4
 """Budget of cost-lowering pivots (:mod:`certopt.ot.forest_pivots`) per row and column."""
 ZERO_MASS = 1e-12
@@ -109,9 +111,10 @@ def _ordered(order: list[int]) -> Callable[..., int | None]:
     return lambda *_: next(items, None)
 
 
-def paired_orders(a: np.ndarray, b: np.ndarray, cost: np.ndarray
+def paired_orders(a: np.ndarray, b: np.ndarray, cost: np.ndarray, band: float
                   ) -> tuple[list[int], list[int]] | None:
-    """Row and column orders of the paired staircase (see the module docstring).
+    """Row and column orders of the paired staircase with ``delta = band min b`` (see the
+    module docstring).
 
     Only for as many positive rows as positive columns; None otherwise.
     """
@@ -120,7 +123,7 @@ def paired_orders(a: np.ndarray, b: np.ndarray, cost: np.ndarray
     rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
     if rows.size != cols.size:
         return None
-    delta = PAIR_BAND * float(b[cols].min())
+    delta = band * float(b[cols].min())
     sub = cost[np.ix_(rows, cols)]
     spread = float(sub.max() - sub.min()) + 1.0
     far = np.abs(a[rows][:, None] - b[cols][None, :]) > delta
@@ -239,13 +242,18 @@ def capped_exact_plan(a: np.ndarray, b: np.ndarray, cost: np.ndarray, k: int, ze
 
 def staircase_plan(a: np.ndarray, b: np.ndarray, cost: np.ndarray, k: int, zero: float
                    ) -> TransportForest | None:
-    """The first staircase (paired, then nearest neighbour) whose columns hold at most
-    ``k`` rows, its equal masses exchanged where cheaper; None if neither fits."""
+    """The first staircase (paired in each of ``PAIR_BANDS``, then nearest neighbour)
+    whose columns hold at most ``k`` rows, its equal masses exchanged where cheaper; None
+    if none fits."""
     n, m = cost.shape
     found = None
-    orders = paired_orders(a, b, cost)
-    if orders is not None:
+    for band in PAIR_BANDS:
+        orders = paired_orders(a, b, cost, band)
+        if orders is None:
+            break
         found = staircase(a, b, k, _ordered(orders[1]), _ordered(orders[0]), zero)
+        if found is not None:
+            break
     if found is None:
         found = staircase(a, b, k, *_nearest_neighbour(a, b, cost, zero), zero)
     if found is None:
