@@ -79,7 +79,9 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
             if swapped is None:
                 break
             support, locked = swapped
-        if hall_violator(problem, support) is not None:
+        else:                         # the rounds ran out: is the last swap's support fine?
+            violator = hall_violator(problem, support)
+        if violator is not None:
             built = constructive_support(problem, support.shape[1], alpha, beta)
             if built is not None:
                 support = built

@@ -51,7 +51,10 @@ best of the phases), a lower bound on the optimum by weak duality (the
 primal is non-convex, its dual a relaxation: for ``k < n`` a gap may remain
 at the optimum).  ``objective`` is an upper bound when the plan meets the
 marginals; ``gap_certified`` says whether the plan meets them to ``tol``.
-Status: OPTIMAL when the marginal error is at most ``tol`` (times the mass);
+Status: OPTIMAL when the marginal error is at most ``tol`` (times the mass):
+the plan has at most ``k`` nonzeros per column and meets the marginals, and
+``dual_value`` is a valid lower bound; the primal being non-convex, the
+plan need not be its optimum (``gap`` bounds how far it is);
 INACCURATE when no k-sparse plan on the support found meets the marginals
 (the repair did not converge: ``repair_converged`` 0.0, the residuals say
 how far) or the ascent stalled; MAX_ITER when the budget of passes ran out
