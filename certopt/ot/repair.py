@@ -3,8 +3,12 @@
 At a kink of the sparsity-constrained dual (ties in the top-k, or an
 optimum where no k-sparse plan read off the potentials meets the
 marginals) the plan of the dual point keeps a marginal error.  Fixing the
-support ``S`` (each column's ``k`` candidate rows at the final potentials)
-turns the problem into the convex QP::
+support ``S`` (each column's ``k`` candidate rows at the final potentials,
+with rows swapped in while a max flow finds a set of rows whose columns
+cannot take their mass, :func:`hall_violator`; if the swaps run out before
+``S`` admits a plan, a support built by
+:func:`certopt.ot.support_search.constructive_support`, which admits one by
+construction whenever it is found) turns the problem into the convex QP::
 
     min  <C, T> + (reg/2) ||T||_F^2   s.t.  T 1 = a, T^T 1 = b, T >= 0, T_ij = 0 off S,
 
@@ -33,6 +37,7 @@ from certopt.ot.column_duals import ColumnDuals, Evaluation
 from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
 from certopt.ot.support_qp import restricted_qp_potentials
+from certopt.ot.support_search import constructive_support
 
 REPAIR_MAX_EVAL = 2000
 MAX_SWAP_ROUNDS = 50
@@ -74,6 +79,12 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
             if swapped is None:
                 break
             support, locked = swapped
+        else:                         # the rounds ran out: is the last swap's support fine?
+            violator = hall_violator(problem, support)
+        if violator is not None:
+            built = constructive_support(problem, support.shape[1], alpha, beta)
+            if built is not None:
+                support = built
     restricted = duals
     if support is not None:
         restricted = ColumnDuals(problem, duals.k, duals.reg, support=support)

@@ -34,7 +34,9 @@ in three phases, all in torch on the problem's device:
    gaining (``KINK_RATIO``), the dual is at a kink;
 3. repair (automatic when phase 2 misses ``tol`` and ``k < n``): the convex
    QP on the support found (:mod:`certopt.ot.repair`), after swapping rows
-   into the support until it admits a plan (max flow), solved directly
+   into the support until it admits a plan (max flow), or building one
+   that does (exact OT with capped columns, or a staircase:
+   :mod:`certopt.ot.support_search`), solved directly
    (interior point, :mod:`certopt.ot.support_qp`) and finished by Newton:
    its plan then meets the marginals to round-off.  If it finds none, the rest of the budget goes to
    the first-order ascent, for a tighter bound.
@@ -49,7 +51,10 @@ best of the phases), a lower bound on the optimum by weak duality (the
 primal is non-convex, its dual a relaxation: for ``k < n`` a gap may remain
 at the optimum).  ``objective`` is an upper bound when the plan meets the
 marginals; ``gap_certified`` says whether the plan meets them to ``tol``.
-Status: OPTIMAL when the marginal error is at most ``tol`` (times the mass);
+Status: OPTIMAL when the marginal error is at most ``tol`` (times the mass):
+the plan has at most ``k`` nonzeros per column and meets the marginals, and
+``dual_value`` is a valid lower bound; the primal being non-convex, the
+plan need not be its optimum (``gap`` bounds how far it is);
 INACCURATE when no k-sparse plan on the support found meets the marginals
 (the repair did not converge: ``repair_converged`` 0.0, the residuals say
 how far) or the ascent stalled; MAX_ITER when the budget of passes ran out
