@@ -99,7 +99,8 @@ RHO_MIN_INTERVAL = 100
 
 BELOW_BOUND_RHO_FACTOR = 3.0
 """With ``adaptive_rho``: the factor rho is raised by when a certificate check finds the
-network's F below the bound by more than tol (a point outside its cones: the primal lags)."""
+network's F below the bound by more than tol, or its cones violated by more than tol (the
+primal lags)."""
 
 RHO_MAX_FACTOR = 10.0
 """Bound on one change of rho (either way), so rho stays positive and finite."""
@@ -440,6 +441,13 @@ def _certificate(problem: ConvexReLUProblem, T: _FixedPointMap, x: torch.Tensor,
                    nu=-rho * weight * c[1], nnls_steps=nnls_steps, solver="admm", **fields)
 
 
+def _meets_cones(problem: ConvexReLUProblem, result: ConvexNNResult, tol: float) -> bool:
+    """True when the cone violation of (v, w) is <= tol times its largest |X v_i|, |X w_i|
+    entry: the network's neurons keep their patterns to tol."""
+    scale = float(torch.cat([result.v, result.w]).matmul(problem.X.T).abs().max())
+    return result.residuals["cone_violation"] <= tol * scale
+
+
 def zero_network_result(problem: ConvexReLUProblem, solver: str) -> ConvexNNResult:
     """The answer when X = 0 (no intercept): every network predicts 0, so the zero
     network is optimal, certified by l = grad L(0) (X^T l = 0 meets every dual norm)."""
@@ -503,9 +511,11 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
     meets z = F u, s = u and its cones to tol: it solves the program, not only some
     network) and the certificate proves F - bound <= tol |bound|
     (:func:`~certopt.convexnn.certificate.within_tolerance`, the test of every
-    solver), with F not below the bound by more than tol |bound| either (such a
-    network leaves its cones: the point does not solve the program yet; with
-    ``adaptive_rho``, rho is then raised by BELOW_BOUND_RHO_FACTOR).  Certificate
+    solver), with F not below the bound by more than tol |bound| and the cone
+    violation <= tol max_i,k |X v_i|_k, |X w_i|_k either (otherwise the network leaves
+    its cones, and F may lie below the program's optimum: the point does not solve
+    the program yet; with ``adaptive_rho``, rho is then raised by
+    BELOW_BOUND_RHO_FACTOR).  Certificate
     checks: with the ADMM's own multipliers every CERTIFY_EVERY iterations once the
     primal residual passes, and with the multipliers refitted (NNLS) when the dual
     residual passes too, at iterations spaced at least doubling so that the refits
@@ -582,7 +592,8 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
                     next_refit = 2 * it
                 history["gap"].append(check.gap / max(abs(check.bound), 1e-300))
                 history["gap_iteration"].append(it)
-                below = check.objective < check.bound - options.tol * abs(check.bound)
+                below = (check.objective < check.bound - options.tol * abs(check.bound)
+                         or not _meets_cones(problem, check, options.tol))
                 if within_tolerance(check.objective, check.bound, options.tol) and not below:
                     status, certified = Status.OPTIMAL, check
                     break
