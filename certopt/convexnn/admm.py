@@ -99,8 +99,7 @@ RHO_MIN_INTERVAL = 100
 
 BELOW_BOUND_RHO_FACTOR = 3.0
 """With ``adaptive_rho``: the factor rho is raised by when a certificate check finds the
-network's F below the bound by more than tol, or its cones violated by more than tol (the
-primal lags)."""
+network's F below the bound by more than tol (the primal lags)."""
 
 RHO_MAX_FACTOR = 10.0
 """Bound on one change of rho (either way), so rho stays positive and finite."""
@@ -514,8 +513,8 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
     solver), with F not below the bound by more than tol |bound| and the cone
     violation <= tol max_i,k |X v_i|_k, |X w_i|_k either (otherwise the network leaves
     its cones, and F may lie below the program's optimum: the point does not solve
-    the program yet; with ``adaptive_rho``, rho is then raised by
-    BELOW_BOUND_RHO_FACTOR).  Certificate
+    the program yet; with ``adaptive_rho``, rho is raised by BELOW_BOUND_RHO_FACTOR
+    when F is below the bound).  Certificate
     checks: with the ADMM's own multipliers every CERTIFY_EVERY iterations once the
     primal residual passes, and with the multipliers refitted (NNLS) when the dual
     residual passes too, at iterations spaced at least doubling so that the refits
@@ -592,9 +591,9 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
                     next_refit = 2 * it
                 history["gap"].append(check.gap / max(abs(check.bound), 1e-300))
                 history["gap_iteration"].append(it)
-                below = (check.objective < check.bound - options.tol * abs(check.bound)
-                         or not _meets_cones(problem, check, options.tol))
-                if within_tolerance(check.objective, check.bound, options.tol) and not below:
+                below = check.objective < check.bound - options.tol * abs(check.bound)
+                if (within_tolerance(check.objective, check.bound, options.tol) and not below
+                        and _meets_cones(problem, check, options.tol)):
                     status, certified = Status.OPTIMAL, check
                     break
             if it == options.max_iter:
