@@ -483,8 +483,9 @@ def path_options(problem: ConvexReLUProblem, options: SolverOptions) -> SolverOp
     """The options of the ADMM solves along a regularisation path (``fit_path``).
 
     For the squared loss (folded into the u-system) ``adaptive_rho`` is turned on:
-    the fixed default rho = lam left each warm-started solve's final phase as slow as a
-    cold one, while the balanced rho settles lower and lets the warm start count.
+    with the fixed default rho = lam a warm-started solve's final phase was as slow as a
+    cold one's, and the balanced rho (which settles lower) was the faster along the
+    measured paths.
     For the split losses (hinge, logistic) balancing drove rho too low and a solve
     stalled far from the optimum, so they keep the fixed rho (benchmarks/RESULTS.md).
     """
@@ -514,11 +515,10 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
     violation <= tol max_i,k |X v_i|_k, |X w_i|_k either (otherwise the network leaves
     its cones, and F may lie below the program's optimum: the point does not solve
     the program yet; with ``adaptive_rho``, rho is raised by BELOW_BOUND_RHO_FACTOR
-    when F is below the bound).  Certificate
-    checks: with the ADMM's own multipliers every CERTIFY_EVERY iterations once the
-    primal residual passes, and with the multipliers refitted (NNLS) when the dual
-    residual passes too, at iterations spaced at least doubling so that the refits
-    stay a small part of the work.
+    when F is below the bound).  Certificate checks: with the ADMM's own multipliers
+    every CERTIFY_EVERY iterations once the primal residual passes, and with the
+    multipliers refitted (NNLS) when the dual residual passes too, at iterations
+    spaced at least doubling so that the refits stay a small part of the work.
     MAX_ITER (plus a :class:`ConvergenceWarning`) when ``options.max_iter`` ran out
     first, NUMERICAL if the iterates blew up.  The history holds, per residual
     check, the residuals, the objective G of s and rho, and per certificate check its
