@@ -106,11 +106,16 @@ def run_pyscnn(problem: ConvexReLUProblem, optimum: float, n_gates: int
     :func:`make_problem` sampled (same seed; duplicated or empty patterns among them
     do not change the optimum), on the augmented data; its solution (v, w) is scored
     here as the F of its ReLU network, like every other row.  Tolerances 1e-3 ...
-    1e-7 are tried in turn until F is within ACCURACY of F*.  (Written against
-    pyscnn's documented interface; pyscnn is not installed where this was written.)
+    1e-7 are tried in turn until F is within ACCURACY of F*.  The data are passed
+    as they are (``unitize_data=False``: pyscnn would rescale the columns, another
+    program) in float64; pyscnn gives no certificate.
     """
     try:
-        import scnn  # the pyscnn package
+        import scnn.metrics  # the pyscnn package (its submodules are not imported with it)
+        import scnn.models
+        import scnn.optimize
+        import scnn.regularizers
+        import scnn.solvers
     except ImportError:
         print("      (pyscnn not installed: `pip install pyscnn` to add its row; skipped)")
         return None
@@ -125,7 +130,8 @@ def run_pyscnn(problem: ConvexReLUProblem, optimum: float, n_gates: int
         start = time.process_time()
         model, _ = scnn.optimize.optimize_model(
             model, solver, scnn.metrics.Metrics(), X, y, X, y,
-            regularizer=scnn.regularizers.NeuronGL1(problem.lam), device="cpu")
+            regularizer=scnn.regularizers.NeuronGL1(problem.lam), return_convex=True,
+            unitize_data=False, device="cpu", dtype="float64")
         seconds = time.process_time() - start
         v, w = (torch.as_tensor(np.asarray(part)[0]) for part in model.parameters)
         U, alpha = problem.network(v.to(problem.X), w.to(problem.X))

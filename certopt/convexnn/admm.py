@@ -27,10 +27,11 @@ paper's form); otherwise c_F = 1 and e = z - a.
 Options (:class:`~certopt.convexnn.problem.SolverOptions`): Anderson
 acceleration (``anderson_memory``, safeguarded type-II on T^ANDERSON_INTERVAL,
 :mod:`certopt.core.anderson`); adaptive rho (``adaptive_rho``, the OSQP rule
-clipped to RHO_MAX_FACTOR, off by default because the residual balance did
-not predict the fastest rho); the cone weight gamma (a penalty gamma^2 rho on
-the cone constraints).  The figures behind these defaults are in
-benchmarks/RESULTS.md.
+clipped to RHO_MAX_FACTOR, and raised when a certified network falls below the
+bound, off by default because the residual balance did not predict the fastest
+rho of single solves; :func:`path_options` turns it on along paths); the cone
+weight gamma (a penalty gamma^2 rho on the cone constraints).  The figures
+behind these defaults are in benchmarks/RESULTS.md.
 
 The u-system (step 2), two solvers (``options.linear_solver``):
 
@@ -95,6 +96,10 @@ RHO_IMBALANCE = 10.0
 
 RHO_MIN_INTERVAL = 100
 """Iterations between two changes of rho."""
+
+BELOW_BOUND_RHO_FACTOR = 3.0
+"""With ``adaptive_rho``: the factor rho is raised by when a certificate check finds the
+network's F below the bound by more than tol (the primal lags)."""
 
 RHO_MAX_FACTOR = 10.0
 """Bound on one change of rho (either way), so rho stays positive and finite."""
@@ -435,6 +440,13 @@ def _certificate(problem: ConvexReLUProblem, T: _FixedPointMap, x: torch.Tensor,
                    nu=-rho * weight * c[1], nnls_steps=nnls_steps, solver="admm", **fields)
 
 
+def _meets_cones(problem: ConvexReLUProblem, result: ConvexNNResult, tol: float) -> bool:
+    """True when the cone violation of (v, w) is <= tol times its largest |X v_i|, |X w_i|
+    entry: the network's neurons keep their patterns to tol."""
+    scale = float(torch.cat([result.v, result.w]).matmul(problem.X.T).abs().max())
+    return result.residuals["cone_violation"] <= tol * scale
+
+
 def zero_network_result(problem: ConvexReLUProblem, solver: str) -> ConvexNNResult:
     """The answer when X = 0 (no intercept): every network predicts 0, so the zero
     network is optimal, certified by l = grad L(0) (X^T l = 0 meets every dual norm)."""
@@ -463,6 +475,25 @@ class WarmStart:
     lam: float
 
 
+PATH_ADAPTIVE_LOSSES = ("squared",)
+"""Losses whose solves along a regularisation path balance rho by the residuals."""
+
+
+def path_options(problem: ConvexReLUProblem, options: SolverOptions) -> SolverOptions:
+    """The options of the ADMM solves along a regularisation path (``fit_path``).
+
+    For the squared loss (folded into the u-system) ``adaptive_rho`` is turned on:
+    with the fixed default rho = lam a warm-started solve's final phase was as slow as a
+    cold one's, and the balanced rho (which settles lower) was the faster along the
+    measured paths.
+    For the split losses (hinge, logistic) balancing drove rho too low and a solve
+    stalled far from the optimum, so they keep the fixed rho (benchmarks/RESULTS.md).
+    """
+    if problem.loss.name in PATH_ADAPTIVE_LOSSES:
+        return dataclasses.replace(options, adaptive_rho=True)
+    return options
+
+
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
     """Run the ADMM on ``problem`` from zero; see :func:`solve_admm_from`."""
     return solve_admm_from(problem, options, None)[0]
@@ -480,8 +511,12 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
     meets z = F u, s = u and its cones to tol: it solves the program, not only some
     network) and the certificate proves F - bound <= tol |bound|
     (:func:`~certopt.convexnn.certificate.within_tolerance`, the test of every
-    solver).  Certificate checks: with the ADMM's own multipliers every
-    CERTIFY_EVERY iterations once the primal residual passes, and with the
+    solver), with F not below the bound by more than tol |bound| and the cone
+    violation <= tol max_i,k |X v_i|_k, |X w_i|_k either (otherwise the network leaves
+    its cones, and F may lie below the program's optimum: the point does not solve
+    the program yet; with ``adaptive_rho``, rho is raised by BELOW_BOUND_RHO_FACTOR
+    when F is below the bound).  Certificate checks: with the ADMM's own multipliers
+    every CERTIFY_EVERY iterations once the primal residual passes, and with the
     multipliers refitted (NNLS) when the dual residual passes too, at iterations
     spaced at least doubling so that the refits stay a small part of the work.
     MAX_ITER (plus a :class:`ConvergenceWarning`) when ``options.max_iter`` ran out
@@ -511,6 +546,7 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
     status, n_iter, last_rho_change = Status.MAX_ITER, 0, 0
     primal_rel = dual_rel = math.inf
     next_refit = 0
+    below = False
     certified: ConvexNNResult | None = None
     history: dict[str, list[float]] = {"primal_residual": [], "dual_residual": [],
                                        "relative_primal_residual": [],
@@ -555,15 +591,20 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
                     next_refit = 2 * it
                 history["gap"].append(check.gap / max(abs(check.bound), 1e-300))
                 history["gap_iteration"].append(it)
-                if within_tolerance(check.objective, check.bound, options.tol):
+                below = check.objective < check.bound - options.tol * abs(check.bound)
+                if (within_tolerance(check.objective, check.bound, options.tol) and not below
+                        and _meets_cones(problem, check, options.tol)):
                     status, certified = Status.OPTIMAL, check
                     break
             if it == options.max_iter:
                 break
             imbalance = min(max(math.sqrt(primal_rel / max(dual_rel, 1e-300)),
                                 1.0 / RHO_MAX_FACTOR), RHO_MAX_FACTOR)
+            if below:  # a network below the bound: the cones lag, so raise rho
+                imbalance = BELOW_BOUND_RHO_FACTOR
             if (options.adaptive_rho and it - last_rho_change >= RHO_MIN_INTERVAL
-                    and not 1.0 / RHO_IMBALANCE <= imbalance ** 2 <= RHO_IMBALANCE):
+                    and (below or not 1.0 / RHO_IMBALANCE <= imbalance ** 2 <= RHO_IMBALANCE)):
+                below = False
                 # keep z, s, t and the unscaled multipliers: scaled duals times rho_old/rho_new
                 p_next = torch.add(x_next, duals, alpha=1.0 / imbalance)
                 duals = p_next - x_next

@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from certopt.convexnn.admm import WarmStart, solve_admm_from
+from certopt.convexnn.admm import WarmStart, path_options, solve_admm_from
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions, check_flag
 from certopt.convexnn.result import ConvexNNResult, combine_results
 from certopt.convexnn.solvers import SOLVERS, choose_solver, solve
@@ -113,7 +113,8 @@ class _ConvexReLUBase(BaseEstimator):
 
     def _fit_path_targets(self, X: np.ndarray, targets: list[np.ndarray], lams: Any
                           ) -> list[Any]:
-        """One fitted copy of this estimator per lam (decreasing), the ADMM warm started."""
+        """One fitted copy of this estimator per lam (decreasing), the ADMM warm started
+        (with the options of :func:`~certopt.convexnn.admm.path_options`)."""
         solver, options = self._check_solver(), self._options()
         lams = _check_path(lams)
         problems = self._problems(X, targets)
@@ -125,7 +126,8 @@ class _ConvexReLUBase(BaseEstimator):
             for k, problem in enumerate(at_lam):
                 name = choose_solver(problem, options) if solver == "auto" else solver
                 if name == "admm" and not self._robust_eps():
-                    result, starts[k] = solve_admm_from(problem, options, starts[k])
+                    result, starts[k] = solve_admm_from(problem, path_options(problem, options),
+                                                         starts[k])
                 else:
                     result = self._solve(problem, solver, options)
                 results.append(result)
@@ -248,8 +250,9 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         """Fit along a regularisation path: one fitted copy per lam, largest lam first.
 
         The programs share X, y and the patterns; each lam's ADMM solve starts where
-        the previous one ended (warm start), and each copy carries its own
-        ``certificate_`` at ``tol``.  Other solvers (``"cvxpy"``, ``"sampled"``, or
+        the previous one ended (warm start; for the squared loss it also balances rho
+        by its residuals, :func:`~certopt.convexnn.admm.path_options`), and each copy
+        carries its own ``certificate_`` at ``tol``.  Other solvers (``"cvxpy"``, ``"sampled"``, or
         ``"auto"`` choosing them) solve each lam independently.
         """
         return self._fit_path_targets(*self._targets(X, y), lams)

@@ -1,31 +1,39 @@
-"""A gated-ReLU network fitted to global optimality: the sampled path's gated program.
+"""Gated-ReLU networks fitted to global optimality: the sampled path's gated program.
 
 Model, with x~ = [x, 1] (``fit_intercept``) and fixed gates g_i (P, d~):
 
     f(x) = sum_i 1[x~^T g_i >= 0] x~^T u_i
 
-Training minimises the convex group lasso (math note, section 6, with the
-squared loss), D_i = diag(1[X~ g_i >= 0]):
+Training minimises the convex group lasso (math note, section 6),
+D_i = diag(1[X~ g_i >= 0]):
 
-    min_u  (1/2n) ||sum_i D_i X~ u_i - y||^2 + lam sum_i ||u_i||
+    min_u  L(sum_i D_i X~ u_i) + lam sum_i ||u_i||,   L(z) = (1/n) sum_k l(z_k, y_k)
 
-by FISTA (:func:`certopt.convexnn.sampled.fista`).  Certificate (section 4
-without cones): for any l with ||X~^T D_i l|| <= lam for every i, -L*(l) is a
-lower bound on the optimum; the gradient of the loss at the solution, scaled
-into that set, gives it.  Status OPTIMAL when objective - bound <= tol |bound|
-(the test of every certopt solver); FISTA's own tolerance is tightened tenfold
-up to GATED_ROUNDS times until it is.
+with the squared loss (:class:`GatedReLURegressor`) or the hinge or logistic
+loss on labels in {-1, +1} (:class:`GatedReLUClassifier`, one program per class
+for more than two classes, one-vs-rest), by FISTA
+(:func:`certopt.convexnn.sampled.fista`).  The hinge loss enters FISTA through
+its Moreau envelope of width s (:class:`~certopt.convexnn.sampled.GatedProgram`),
+which is within s / 2 of it; each round divides s by GATED_SMOOTHING_DECAY.
+Certificate (section 4 without cones): for any l with ||X~^T D_i l|| <= lam for
+every i, -L*(l) is a lower bound on the optimum; the (smoothed) loss gradient at
+the solution, scaled into that set, gives it.  Status OPTIMAL when F - bound <=
+tol |bound| for F the exact (unsmoothed) objective (the test of every certopt
+solver); FISTA's own tolerance is tightened tenfold up to ``GATED_ROUNDS[loss]``
+times until it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from certopt.convexnn.certificate import scaled_dual_bound, within_tolerance
@@ -40,16 +48,24 @@ from certopt.convexnn.problem import (
     random_generator,
 )
 from certopt.convexnn.sampled import GatedProgram, fista
-from certopt.core.arrays import check_scalar, spec_of
-from certopt.core.errors import InputValueError
+from certopt.core.arrays import ArraySpec, check_scalar, spec_of
+from certopt.core.errors import ConvergenceWarning, InputValueError
 from certopt.core.result import SolverResult, Status, duality_gap
 
-GATED_ROUNDS = 4
-"""FISTA runs at most (each at a tenth of the previous first-order tolerance)."""
+CLASSIFICATION_LOSSES = ("hinge", "logistic")
+"""The losses of :class:`GatedReLUClassifier`."""
+GATED_ROUNDS = {"squared": 4, "logistic": 4, "hinge": 5}
+"""FISTA runs at most per loss (each at a tenth of the previous first-order tolerance and,
+for the hinge loss, a tenth of the smoothing width)."""
+GATED_SMOOTHING = 0.1
+"""Initial width (margin units) of the hinge loss's Moreau smoothing."""
+GATED_SMOOTHING_DECAY = 10.0
+"""Factor by which each round narrows the hinge loss's smoothing."""
 
 
 class GatedReLUNet(torch.nn.Module):
-    """f(x) = sum_i 1[x~^T g_i >= 0] x~^T u_i with fixed ``gates`` and weights (P, d~)."""
+    """f(x) = sum_i 1[x~^T g_i >= 0] x~^T u_i with fixed ``gates`` (P, d~) and ``weights``
+    (P, d~) (output (n,)) or (k, P, d~) (k outputs, output (n, k))."""
 
     def __init__(self, gates: torch.Tensor, weights: torch.Tensor, fit_intercept: bool):
         super().__init__()
@@ -58,9 +74,11 @@ class GatedReLUNet(torch.nn.Module):
         self.weights = torch.nn.Parameter(weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, d) -> (n,) outputs."""
+        """(n, d) -> (n,) outputs, or (n, k) for k output weight blocks."""
         x_aug = ConvexReLUProblem.augment(x, self.fit_intercept)
-        return ((x_aug @ self.gates.T >= 0) * (x_aug @ self.weights.T)).sum(dim=1)
+        values = x_aug @ self.weights.transpose(-1, -2)          # (n, P) or (k, n, P)
+        outputs = ((x_aug @ self.gates.T >= 0) * values).sum(dim=-1)
+        return outputs.T if outputs.dim() == 2 else outputs
 
 
 def _gates_and_patterns(X_aug: torch.Tensor, gates: torch.Tensor
@@ -75,9 +93,108 @@ def _gates_and_patterns(X_aug: torch.Tensor, gates: torch.Tensor
     return gates[keep], masks[keep].to(X_aug.dtype)
 
 
-class GatedReLURegressor(RegressorMixin, BaseEstimator):
-    """Two-layer gated-ReLU regression, globally optimal for its gates, with a certificate.
+def solve_gated_program(problem: ConvexReLUProblem, options: SolverOptions
+                        ) -> tuple[torch.Tensor, SolverResult]:
+    """(u (P, d~), certified result) of the gated program of ``problem`` (its D, loss, lam).
 
+    FISTA in rounds, warm started, until F - bound <= tol |bound| (module docstring).
+    """
+    start = time.perf_counter()
+    u = torch.zeros(problem.n_patterns, problem.n_features, dtype=problem.X.dtype)
+    zero, no_cones = torch.zeros_like(u), torch.zeros_like(problem.D)
+    n_iter, first_order_tol, smoothing = 0, options.tol, GATED_SMOOTHING
+    for _ in range(GATED_ROUNDS[problem.loss.name]):
+        round_options = dataclasses.replace(options, tol=first_order_tol)
+        program = GatedProgram(problem, smoothing)
+        u, status, steps = fista(program, round_options, start=u)
+        n_iter += steps
+        objective = problem.convex_objective(u, zero)
+        dual = program.smoothed_loss(problem.predict_convex(u, zero))[1]
+        bound, _ = scaled_dual_bound(problem, dual, no_cones, no_cones)
+        if within_tolerance(objective, bound, options.tol) or status is Status.NUMERICAL:
+            break
+        first_order_tol /= 10.0
+        smoothing /= GATED_SMOOTHING_DECAY
+    if within_tolerance(objective, bound, options.tol):  # the certificate is the proof
+        status = Status.OPTIMAL
+    elif status is not Status.NUMERICAL:
+        status = Status.MAX_ITER
+    if status is not Status.OPTIMAL:
+        warnings.warn(f"gated: certified relative gap {(objective - bound) / abs(bound):.2e} "
+                      f"> tol={options.tol} after {n_iter} FISTA steps", ConvergenceWarning,
+                      stacklevel=3)
+    result = SolverResult(objective=objective, bound=bound, gap=duality_gap(objective, bound),
+                          status=status,
+                          residuals={"support_size": float((u.norm(dim=1) > 0).sum())},
+                          n_iter=n_iter, solve_time=time.perf_counter() - start)
+    return u, result
+
+
+class _GatedReLUBase(BaseEstimator):
+    """Fitting, prediction and export shared by the gated estimators."""
+
+    _loss: str
+
+    def _fit_targets(self, X: np.ndarray, targets: list[np.ndarray]) -> None:
+        """Sample (or check) the gates and solve one gated program per target vector."""
+        loss = get_loss(self._loss)
+        lam = check_scalar(self.lam, "lam", low=0.0, low_inclusive=False)
+        tol = check_scalar(self.tol, "tol", low=0.0, low_inclusive=False)
+        max_iter = check_scalar(self.max_iter, "max_iter", low=1, integer=True)
+        fit_intercept = check_flag(self.fit_intercept, "fit_intercept")
+        options = SolverOptions(max_iter=max_iter, tol=tol,
+                                verbose=check_flag(self.verbose, "verbose"))
+        X_aug = ConvexReLUProblem.augment(torch.from_numpy(X), fit_intercept)
+        if self.patterns is not None:
+            gates = check_gates(self.patterns, X.shape[1], X_aug.shape[1], "patterns")
+        else:
+            count = check_scalar(self.n_patterns, "n_patterns", low=1, integer=True)
+            gates = torch.randn(count, X_aug.shape[1], dtype=torch.float64,
+                                generator=random_generator(self.random_state))
+        check_pattern_memory(gates.shape[0], X.shape[0])
+        self.gates_, D = _gates_and_patterns(X_aug, gates)
+        weights, results = [], []
+        for target in targets:
+            problem = ConvexReLUProblem(X_aug, torch.as_tensor(target, dtype=torch.float64), D,
+                                        loss, lam, fit_intercept)
+            u, result = solve_gated_program(problem, options)
+            weights.append(u)
+            results.append(result)
+        self.weights_ = (weights[0] if len(weights) == 1 else torch.stack(weights)).numpy()
+        self.certificate_ = results[0] if len(results) == 1 else _sum_results(results)
+        self.objective_ = self.certificate_.objective
+        self.n_iter_ = max(1, self.certificate_.n_iter)
+
+    def _outputs(self, X: Any) -> tuple[torch.Tensor, ArraySpec]:
+        """Network outputs, (n,) or (n, k), float64, and the kind of X."""
+        check_is_fitted(self, "weights_")
+        spec = spec_of(X)
+        X = _validate(self, X, reset=False)
+        with torch.no_grad():
+            return self.to_torch()(torch.from_numpy(X)), spec
+
+    def to_torch(self) -> GatedReLUNet:
+        """The fitted network as a torch module with fixed gates (float64)."""
+        check_is_fitted(self, "weights_")
+        return GatedReLUNet(self.gates_.clone(), torch.from_numpy(self.weights_.copy()),
+                            bool(self.fit_intercept))
+
+
+def _sum_results(results: list[SolverResult]) -> SolverResult:
+    """The certificate of a sum of separate programs: sums of objectives and bounds; OPTIMAL
+    when every part is (each part meets tol relative to its own bound, so the sum does)."""
+    objective = sum(r.objective for r in results)
+    bound = sum(r.bound for r in results)
+    worst = next((r.status for r in results if r.status is not Status.OPTIMAL), Status.OPTIMAL)
+    return SolverResult(objective=objective, bound=bound, gap=duality_gap(objective, bound),
+                        status=worst,
+                        residuals={"support_size": sum(r.residuals["support_size"]
+                                                       for r in results)},
+                        n_iter=sum(r.n_iter for r in results),
+                        solve_time=sum(r.solve_time for r in results))
+
+
+_PARAMETERS = """
     Parameters
     ----------
     lam : group-lasso weight lam > 0.
@@ -86,11 +203,19 @@ class GatedReLURegressor(RegressorMixin, BaseEstimator):
     fit_intercept : append a constant 1 to x (the gates and weights then have a bias).
     max_iter : FISTA steps per round; tol : the certified relative gap to reach.
     random_state : seed of the sampled gates.  verbose : progress bar.
+"""
 
+
+class GatedReLURegressor(RegressorMixin, _GatedReLUBase):
+    __doc__ = """Two-layer gated-ReLU regression, globally optimal for its gates, with a
+    certificate (squared loss, (1/2n) ||f(X) - y||^2 + lam sum_i ||u_i||).
+    """ + _PARAMETERS + """
     Fitted: ``gates_`` and ``weights_`` (P, d~), ``objective_``, ``certificate_`` (a
     :class:`~certopt.core.result.SolverResult`), ``n_iter_``.  ``to_torch()`` returns the
     network as a :class:`GatedReLUNet` with fixed gates.  Outputs follow X's kind and dtype.
     """
+
+    _loss = "squared"
 
     def __init__(self, lam: float = 1e-3, n_patterns: int = 100, patterns: Any = None,
                  fit_intercept: bool = True, max_iter: int = 10_000, tol: float = 1e-4,
@@ -107,64 +232,71 @@ class GatedReLURegressor(RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> GatedReLURegressor:
         """Fit to X (n, d) and real targets y (n,)."""
         X, y = _validate(self, X, y, reset=True, y_numeric=True)
-        lam = check_scalar(self.lam, "lam", low=0.0, low_inclusive=False)
-        tol = check_scalar(self.tol, "tol", low=0.0, low_inclusive=False)
-        max_iter = check_scalar(self.max_iter, "max_iter", low=1, integer=True)
-        fit_intercept = check_flag(self.fit_intercept, "fit_intercept")
-        options = SolverOptions(max_iter=max_iter, tol=tol,
-                                verbose=check_flag(self.verbose, "verbose"))
-        X_aug = ConvexReLUProblem.augment(torch.from_numpy(X), fit_intercept)
-        if self.patterns is not None:
-            gates = check_gates(self.patterns, X.shape[1], X_aug.shape[1], "patterns")
-        else:
-            count = check_scalar(self.n_patterns, "n_patterns", low=1, integer=True)
-            gates = torch.randn(count, X_aug.shape[1], dtype=torch.float64,
-                                generator=random_generator(self.random_state))
-        check_pattern_memory(gates.shape[0], X.shape[0])
-        self.gates_, D = _gates_and_patterns(X_aug, gates)
-        problem = ConvexReLUProblem(X_aug, torch.as_tensor(y, dtype=torch.float64), D,
-                                    get_loss("squared"), lam,
-                                    fit_intercept)
-        self.certificate_ = self._solve(problem, options)
-        self.objective_ = self.certificate_.objective
-        self.n_iter_ = max(1, self.certificate_.n_iter)
+        self._fit_targets(X, [y])
         return self
-
-    def _solve(self, problem: ConvexReLUProblem, options: SolverOptions) -> SolverResult:
-        start = time.perf_counter()
-        u = torch.zeros(problem.n_patterns, problem.n_features, dtype=problem.X.dtype)
-        no_cones = torch.zeros_like(problem.D)
-        n_iter, first_order_tol = 0, options.tol
-        for _ in range(GATED_ROUNDS):
-            round_options = dataclasses.replace(options, tol=first_order_tol)
-            u, status, steps = fista(GatedProgram(problem), round_options, start=u)
-            n_iter += steps
-            objective = problem.convex_objective(u, torch.zeros_like(u))
-            dual = problem.loss.gradient(problem.predict_convex(u, torch.zeros_like(u)),
-                                         problem.y)
-            bound, _ = scaled_dual_bound(problem, dual, no_cones, no_cones)
-            if within_tolerance(objective, bound, options.tol) or status is Status.NUMERICAL:
-                break
-            first_order_tol /= 10.0
-        if status is not Status.NUMERICAL:
-            status = (Status.OPTIMAL if within_tolerance(objective, bound, options.tol)
-                      else Status.MAX_ITER)
-        self.weights_ = u.numpy()
-        return SolverResult(objective=objective, bound=bound,
-                            gap=duality_gap(objective, bound), status=status,
-                            residuals={"support_size": float((u.norm(dim=1) > 0).sum())},
-                            n_iter=n_iter, solve_time=time.perf_counter() - start)
 
     def predict(self, X: Any) -> np.ndarray | torch.Tensor:
         """Network outputs f(x), shape (n,), in X's kind and dtype."""
-        check_is_fitted(self, "weights_")
-        spec = spec_of(X)
-        X = _validate(self, X, reset=False)
-        with torch.no_grad():
-            return spec.wrap(self.to_torch()(torch.from_numpy(X)))
+        values, spec = self._outputs(X)
+        return spec.wrap(values)
 
-    def to_torch(self) -> GatedReLUNet:
-        """The fitted network as a torch module with fixed gates (float64)."""
-        check_is_fitted(self, "weights_")
-        return GatedReLUNet(self.gates_.clone(), torch.from_numpy(self.weights_.copy()),
-                            bool(self.fit_intercept))
+
+class GatedReLUClassifier(ClassifierMixin, _GatedReLUBase):
+    __doc__ = """Two-layer gated-ReLU classifier, globally optimal for its gates, with a
+    certificate: L(f(X)) + lam sum_i ||u_i|| with the ``"hinge"`` or ``"logistic"`` loss
+    on labels mapped to {-1, +1} (``classes_[1]`` is +1); more classes one-vs-rest (one
+    program per class on the same gates, certified by the sums of objectives and bounds).
+    """ + _PARAMETERS + """    loss : ``"hinge"`` or ``"logistic"``.
+
+    Fitted: ``classes_``, ``gates_``, ``weights_`` ((P, d~), or (k, P, d~) for k > 2
+    classes), ``objective_``, ``certificate_``, ``n_iter_``.  ``to_torch()`` returns the
+    network (its output is ``decision_function``).  Outputs follow X's kind and dtype.
+    """
+
+    def __init__(self, loss: str = "hinge", lam: float = 1e-3, n_patterns: int = 100,
+                 patterns: Any = None, fit_intercept: bool = True, max_iter: int = 10_000,
+                 tol: float = 1e-4, random_state: Any = None, verbose: bool = False):
+        self.loss = loss
+        self.lam = lam
+        self.n_patterns = n_patterns
+        self.patterns = patterns
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @property
+    def _loss(self) -> str:
+        if self.loss not in CLASSIFICATION_LOSSES:
+            raise InputValueError(
+                f"loss: expected one of {CLASSIFICATION_LOSSES}, got {self.loss!r}")
+        return self.loss
+
+    def fit(self, X: Any, y: Any) -> GatedReLUClassifier:
+        """Fit to X (n, d) and labels y (n,) of at least two classes."""
+        X, y = _validate(self, X, y, reset=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if self.classes_.shape[0] < 2:
+            raise InputValueError(
+                f"y: a classifier needs samples of at least two classes, got one class "
+                f"({self.classes_[0]!r})")
+        positives = [self.classes_[1:]] if self.classes_.shape[0] == 2 else self.classes_
+        self._fit_targets(X, [np.where(np.isin(y, c), 1.0, -1.0) for c in positives])
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray | torch.Tensor:
+        """Network outputs: (n,) for two classes (> 0 means ``classes_[1]``), else (n, k)."""
+        values, spec = self._outputs(X)
+        return spec.wrap(values)
+
+    def predict(self, X: Any) -> np.ndarray | torch.Tensor:
+        """Predicted labels, shape (n,): a tensor on X's device when X is a tensor and the
+        labels are numeric, else a numpy array."""
+        values, spec = self._outputs(X)
+        index = (values > 0).long() if values.dim() == 1 else values.argmax(dim=1)
+        labels = self.classes_[index.numpy()]
+        if spec.is_torch and labels.dtype.kind in "biuf":
+            return torch.as_tensor(labels, device=spec.device)
+        return labels

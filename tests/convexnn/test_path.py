@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from certopt.convexnn import ConvexReLUClassifier, ConvexReLURegressor
+from certopt.convexnn import ConvexReLUClassifier, ConvexReLUProblem, ConvexReLURegressor
+from certopt.convexnn.admm import path_options
+from certopt.convexnn.problem import SolverOptions
 from certopt.core.errors import InputValueError
 from certopt.core.result import Status
 
@@ -27,8 +29,9 @@ def test_each_lam_matches_an_independent_fit_and_is_certified(solver):
         single = ConvexReLURegressor(lam=member.lam, n_patterns=20, solver=solver, tol=1e-6,
                                      random_state=0).fit(X, y)
         assert cert.status is Status.OPTIMAL and single.certificate_.status is Status.OPTIMAL
-        # warm starts never give a worse certificate than the tolerance both promise
-        assert cert.gap <= 1e-6 * abs(cert.bound)
+        # warm starts never give a worse certificate than the tolerance both promise, and
+        # (the ADMM's two-sided stop) no network below the bound by more than tol either
+        assert abs(cert.gap) <= 1e-6 * abs(cert.bound)
         assert member.objective_ == pytest.approx(single.objective_, rel=1e-5)
         np.testing.assert_allclose(member.predict(X), single.predict(X), atol=1e-2)
 
@@ -43,3 +46,13 @@ def test_classifier_path_one_vs_rest_and_bad_lams():
     for bad in ([], [1e-2, -1.0], [[1e-2]]):
         with pytest.raises(InputValueError, match="lams"):
             ConvexReLURegressor().fit_path(X, y, bad)
+
+
+def test_path_options_balance_rho_for_the_squared_loss_only():
+    X, y = _data()
+    squared = ConvexReLUProblem.from_data(X, y, n_patterns=5, random_state=0)
+    logistic = ConvexReLUProblem.from_data(X, np.sign(y - np.median(y)), loss="logistic",
+                                           n_patterns=5, random_state=0)
+    options = SolverOptions(tol=1e-5)
+    assert path_options(squared, options) == SolverOptions(tol=1e-5, adaptive_rho=True)
+    assert path_options(logistic, options) is options

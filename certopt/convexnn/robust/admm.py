@@ -51,9 +51,10 @@ loss from the sound output bounds of :func:`certified_margins` plus the weight
 decay; an upper bound on the network's true robust objective whether or not
 it meets the robust cones).  Status OPTIMAL when its certified objective
 minus the best dual bound so far (:meth:`GroupOperators.dual_bound`, a lower
-bound on the cone program's optimum) is ``<= tol * max(1, |objective|)``:
-the returned network is then certified at least as good as the cone
-program's optimum up to that tolerance.  The gap may be negative, and
+bound on the cone program's optimum) is ``<= tol * |bound|``
+(:func:`~certopt.convexnn.certificate.within_tolerance`, the test of every
+convexnn solver): the returned network is then certified at least as good as
+the cone program's optimum up to the relative gap tol.  The gap may be negative, and
 ``residuals["robust_cone"]`` may be far from 0: a network outside the cones
 (unstable neurons bounded by the triangle relaxation) can be certified far
 below the cone program's optimum.  Otherwise status MAX_ITER with a
@@ -75,6 +76,7 @@ from collections.abc import Sequence
 import torch
 
 from certopt.convexnn.admm import anderson_accelerator, anderson_advance, group_shrink
+from certopt.convexnn.certificate import within_tolerance
 from certopt.convexnn.problem import SolverOptions
 from certopt.convexnn.robust.losses import RobustLoss, soft_threshold
 from certopt.convexnn.robust.polish import polish
@@ -334,15 +336,15 @@ def robust_admm(problem: RobustProblem, options: SolverOptions) -> RobustResult:
             if not math.isfinite(objective):
                 status = Status.NUMERICAL
                 break
-            if best is not None and gap <= options.tol * max(1.0, abs(best[0])):
+            if best is not None and within_tolerance(best[0], best_bound, options.tol):
                 status = Status.OPTIMAL
                 break
             p, anchor = anderson_advance(accelerator, it, anchor, p_next)
     if status is Status.MAX_ITER:
         warnings.warn(
             f"robust admm: stopped at max_iter={options.max_iter} with relative certified "
-            f"gap {gap / max(1.0, abs(best[0] if best is not None else objective)):.2e} "
-            f"> tol={options.tol}", ConvergenceWarning, stacklevel=2)
+            f"gap {gap / max(abs(best_bound), 1e-300):.2e} > tol={options.tol}",
+            ConvergenceWarning, stacklevel=2)
     elif status is Status.NUMERICAL:
         warnings.warn("robust admm: the iterates are not finite", ConvergenceWarning,
                       stacklevel=2)

@@ -44,13 +44,13 @@ def synthetic(seed, loss, n, d, n_patterns):
 def assert_certified_like_cvxpy(result, reference, tol=1e-6):
     """OPTIMAL: a certified objective (sound for any network, so the robust cones may be
     left by round-off or more) not above Clarabel's optimum by 1e-4, equal to it within
-    1e-4 when the network meets the cones (to 1e-4), within tol of a bound that lies
-    below that optimum."""
+    1e-4 when the network meets the cones (to 1e-4), within the relative gap tol of a
+    bound that lies below that optimum."""
     assert result.status is Status.OPTIMAL
     assert result.objective <= reference.objective * (1 + 1e-4)
     if result.residuals["robust_cone"] <= 1e-4:  # (nearly) a point of the cone program
         assert result.objective == pytest.approx(reference.objective, rel=1e-4)
-    assert result.objective - result.bound <= tol * max(1.0, abs(result.objective))
+    assert result.objective - result.bound <= tol * abs(result.bound)
     assert result.bound <= reference.convex_objective * (1 + 1e-6)
 
 
@@ -382,3 +382,17 @@ def test_admm_certifies_a_small_lam_instance_fast():
     attack = pgd(network_module(result, 3), problem.X[:, :3].numpy(), problem.y.numpy(), eps,
                  steps=100, restarts=3, random_state=0)
     assert result.robust_loss >= attack.hinge_loss - 1e-9
+
+
+def test_admm_stops_on_the_certified_relative_gap(small):
+    """``tol`` bounds F - bound relative to |bound|, as for every convexnn solver: here the
+    optimum is far below 1, where a test against tol max(1, |F|) would stop
+    1 / |bound| times too early."""
+    _, problem = small
+    tol = 1e-3
+    reference = fit_robust(problem, 0.05, solver="cvxpy")
+    result = fit_robust(problem, 0.05, solver="admm", options=SolverOptions(tol=tol))
+    assert result.status is Status.OPTIMAL
+    assert 0.0 < result.bound <= reference.convex_objective * (1 + 1e-6)
+    assert reference.convex_objective < 0.5
+    assert result.objective - result.bound <= tol * result.bound
