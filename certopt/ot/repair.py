@@ -15,7 +15,9 @@ construction whenever it is found) turns the problem into the convex QP::
 whose dual is the sparse dual of :class:`certopt.ot.column_duals.ColumnDuals` with
 the support fixed (``k`` entries per column: an evaluation costs ``O(k m)``,
 no pass over ``C``).  It is solved directly by an interior point
-(:mod:`certopt.ot.support_qp`), and the semismooth Newton iteration of
+(:mod:`certopt.ot.support_qp`); when its objective is far above the
+solve's bound, the local search of :mod:`certopt.ot.support_pricing` moves
+the support by priced pivots first; the semismooth Newton iteration of
 :mod:`certopt.ot.newton` finishes from its potentials (from the first
 solve's, if the interior point reports no solution) to the finishing
 tolerance.  Its plan has at most ``k`` nonzeros per column and,
@@ -36,12 +38,21 @@ from certopt.core.result import Status
 from certopt.ot.column_duals import ColumnDuals, Evaluation
 from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
+from certopt.ot.support_pricing import improve_support, restricted_objective
 from certopt.ot.support_qp import restricted_qp_potentials
-from certopt.ot.support_search import constructive_support
+from certopt.ot.support_search import constructive_support, dense_cost, mass_zero
 
 REPAIR_MAX_EVAL = 2000
 MAX_SWAP_ROUNDS = 50
 REPAIR_MAX_STEPS = 500
+LOCAL_SEARCH_GAP = 1e-2
+"""Relative gap between the QP objective on the support and the bound above which the
+local search runs (below it, its pivots would cost more than the plan could gain)."""
+
+
+def _gap_above(objective: float, bound: float) -> bool:
+    """``objective`` exceeds ``bound`` by more than ``LOCAL_SEARCH_GAP`` of its size."""
+    return objective - bound > LOCAL_SEARCH_GAP * abs(objective)
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,15 @@ class RepairOutcome:
 
 
 def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evaluation, *,
-                tol: float) -> RepairOutcome:
+                tol: float, improve_above: float | None = None) -> RepairOutcome:
     """Solve the QP on the support of ``evaluation``'s plan (swapping rows in while it
     admits no plan); keep whichever plan is more feasible.
 
     ``tol`` is the absolute L1 marginal error the repair aims at (the finishing
-    tolerance of the solve).
+    tolerance of the solve).  ``improve_above`` (a lower bound, or None: never):
+    when the QP objective on the support exceeds it by more than
+    ``LOCAL_SEARCH_GAP`` (relative), the local search of
+    :mod:`certopt.ot.support_pricing` moves the support first.
     """
     before = evaluation.plan.dense()
     error_before = problem.marginal_error(before)
@@ -92,6 +106,15 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
                                           restricted.support_cost, duals.reg)
         if direct is not None:
             alpha, beta = direct
+            if improve_above is not None and _gap_above(
+                    restricted_objective(support, restricted.support_cost, alpha, beta,
+                                         duals.reg), improve_above):
+                priced = improve_support(problem.a, problem.b, dense_cost(problem), support,
+                                         alpha, beta, duals.reg,
+                                         mass_zero(problem.a.cpu().double().numpy(),
+                                                   problem.b.cpu().double().numpy()))
+                support, alpha, beta = priced.support, priced.alpha, priced.beta
+                restricted = ColumnDuals(problem, duals.k, duals.reg, support=support)
     repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL,
                                  max_steps=REPAIR_MAX_STEPS, stall_steps=None)
     after = repaired.evaluation.plan.dense()
