@@ -31,13 +31,16 @@ import numpy as np
 import torch
 
 from certopt.ot.exact import default_max_iter
-from certopt.ot.forest_pivots import TransportForest
+from certopt.ot.forest_pivots import TransportForest, candidate_pairs, cap_degrees
 from certopt.ot.support_qp import restricted_qp_potentials
 
 MAX_QP_SOLVES = 12
 """Restricted QP solves per local search (each ``O(k m)`` variables, no pass over ``C``)."""
 MAX_PIVOTS = 64
 """Entering pairs pivoted in per round (the best priced, one per column)."""
+MAX_REROUTES = 16
+"""Free pivots followed by a reroute (:func:`~certopt.ot.forest_pivots.cap_degrees`) tried
+per round (each costs a few breadth-first passes over the forest)."""
 MIN_DECREASE = 1e-9
 """A new support is kept when its QP objective is lower by this share (round-off of the
 interior point's potentials lies below it)."""
@@ -92,18 +95,33 @@ def priced_pairs(scores: np.ndarray, on_support: np.ndarray) -> tuple[np.ndarray
 
 def pivoted_support(forest: TransportForest, rows: np.ndarray, cols: np.ndarray,
                     scores: np.ndarray, on_support: np.ndarray, k: int, zero: float,
-                    cost: np.ndarray, limit: int) -> np.ndarray | None:
+                    cost: np.ndarray, limit: int, candidates: tuple[np.ndarray, np.ndarray]
+                    ) -> np.ndarray | None:
     """Pivot up to ``limit`` of the priced pairs into ``forest``; the new ``(m, k)`` support
     (the forest's edges, completed by the old support's best-scored rows), or None if no
-    pivot was possible."""
+    pivot was possible.
+
+    A pair whose column is full and whose own path edge is not the bottleneck
+    enters by a free pivot, and the column is then brought back to ``k`` rows by
+    :func:`~certopt.ot.forest_pivots.cap_degrees` (entering pairs from
+    ``candidates``); if that fails the forest is restored."""
     forest.structure(cost)
-    done = 0
+    done, rerouted = 0, 0
     for i, j in zip(rows.tolist(), cols.tolist()):
         if done >= limit:
             break
-        if forest.component[i] == forest.component[forest.n + j] and \
-                forest.pivot(i, j, k, zero, cost):
+        if forest.component[i] != forest.component[forest.n + j]:
+            continue
+        if forest.pivot(i, j, k, zero, cost):
             done += 1
+        elif forest.degree(j) >= k and rerouted < MAX_REROUTES:
+            rerouted += 1
+            kept = forest.snapshot()
+            if forest.pivot(i, j, forest.n + 1, zero, cost) and cap_degrees(
+                    forest, cost, k, zero, candidates, [j]):
+                done += 1
+            else:
+                forest.restore(kept, cost)
     if done == 0:
         return None
     edge_rows, edge_cols = forest.edges()
@@ -128,6 +146,7 @@ def improve_support(a: torch.Tensor, b: torch.Tensor, cost: np.ndarray, support:
     support_cost = cost_t[support, cols_index]
     objective = restricted_objective(support, support_cost, alpha, beta, reg)
     solves, limit = 0, MAX_PIVOTS
+    candidates = candidate_pairs(cost)
     while solves < MAX_QP_SOLVES:
         on_support = np.zeros(cost.shape, dtype=bool)
         on_support[support.cpu().numpy(), np.arange(m)[:, None]] = True
@@ -136,7 +155,7 @@ def improve_support(a: torch.Tensor, b: torch.Tensor, cost: np.ndarray, support:
         rows, cols = priced_pairs(scores, on_support)
         forest = basic_plan(a_np, b_np, cost, on_support, zero) if rows.size else None
         found = None if forest is None else pivoted_support(
-            forest, rows, cols, scores, on_support, k, zero, cost, limit)
+            forest, rows, cols, scores, on_support, k, zero, cost, limit, candidates)
         if found is None:
             break
         trial = torch.as_tensor(found, device=support.device)
