@@ -94,3 +94,17 @@ def test_cuda_quadratic_bound_on_the_device():
     res = cot.sparse(None, None, C, k=2, reg=0.1, method="dual")
     assert res.plan.device.type == "cuda"
     assert res.status is Status.OPTIMAL and res.residuals["bound_from_quadratic"] == 1.0
+
+
+def test_a_poor_swapped_support_competes_with_the_constructed_one(monkeypatch):
+    # rounded costs, k = 3: the swaps around the dual's top-k find a support whose QP is
+    # twice exact OT's cost; the constructive support (capped exact OT) is within 1%
+    C = _rounded_cost(100, 80, 3)
+    uniform = np.full(100, 1 / 100), np.full(80, 1 / 80)
+    exact = cot.exact(*uniform, C).cost
+    res = cot.sparse(*uniform, C, k=3, reg=0.1, method="dual")
+    monkeypatch.setattr(repair, "LOCAL_SEARCH_GAP", np.inf)
+    plain = cot.sparse(*uniform, C, k=3, reg=0.1, method="dual")
+    assert res.status is Status.OPTIMAL and res.residuals["max_column_nnz"] <= 3
+    assert res.objective < 1.01 * exact < 0.6 * plain.objective
+    assert res.bound <= res.objective + 1e-12
