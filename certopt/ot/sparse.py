@@ -218,8 +218,10 @@ def sparse(
     TransportResult
         ``plan`` (n, m) with at most ``k`` nonzeros per column; ``cost`` =
         <C, plan>; ``objective`` = cost + (reg/2)||plan||_F^2; ``dual_value``
-        (the (semi-)dual value at ``potentials``, a lower bound on the
-        optimum by weak duality); ``gap``; ``potentials`` = (alpha, beta)
+        (the best lower bound evaluated: the sparse (semi-)dual, or the
+        quadratic-OT dual where that is higher, see the module docstring;
+        ``residuals["bound_from_quadratic"]`` says which when both ran);
+        ``gap``; ``potentials`` = (alpha, beta) of the sparse solve
         (for the semi-dual, ``beta`` are the column multipliers);
         ``residuals`` with ``source_marginal``, ``target_marginal``, ``nnz``,
         ``max_column_nnz``; ``gap_certified`` True when the plan meets the

@@ -13,12 +13,18 @@ column at ``k`` rows at most: a network-simplex pivot
 (:meth:`certopt.ot.forest_pivots.TransportForest.pivot`) on a basic plan of
 ``S`` (exact OT restricted to ``S``, POT's ``emd``: a forest), which pushes
 flow around the cycle ``(i, j)`` closes and empties an edge of that cycle
-(column ``j``'s own when ``j`` is full).  The pivoted forest's edges, completed to
-``k`` rows per column by ``S``'s rows of highest score, form the new support:
+(column ``j``'s own when ``j`` is full).  When ``j`` is full and its own
+edge is not the cycle's bottleneck, ``(i, j)`` enters by a free pivot and
+``j`` is brought back to ``k`` rows by the cheapest reroutes of
+:func:`~certopt.ot.forest_pivots.cap_degrees` (at most ``MAX_REROUTES``
+tries a round; the forest is restored when it fails).  The pivoted forest's
+edges, completed to ``k`` rows per column by ``S``'s rows of highest score,
+form the new support:
 it admits a plan (the pivoted one) by construction, and the QP on it
 (:func:`certopt.ot.support_qp.restricted_qp_potentials`) decides: the move is
 kept when the QP objective falls, otherwise the round is retried with half
-as many pivots, down to one.  At most ``MAX_QP_SOLVES`` QP solves.
+as many pivots, down to one.  At most ``MAX_QP_SOLVES`` QP solves; everything
+but the QP's potentials runs on the CPU in numpy on the dense cost.
 """
 
 from __future__ import annotations
