@@ -65,6 +65,16 @@ class TransportForest:
             self.neighbours[i].add(n + j)
             self.neighbours[n + j].add(i)
 
+    def snapshot(self) -> tuple[dict[tuple[int, int], float], list[set[int]]]:
+        """The flows and adjacency, for :meth:`restore`."""
+        return dict(self.flow), [set(nodes) for nodes in self.neighbours]
+
+    def restore(self, saved: tuple[dict[tuple[int, int], float], list[set[int]]],
+                cost: np.ndarray) -> None:
+        """Return to a :meth:`snapshot` (and root the forest again)."""
+        self.flow, self.neighbours = dict(saved[0]), [set(nodes) for nodes in saved[1]]
+        self.structure(cost)
+
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
         """The support's ``(rows, cols)``."""
         pairs = np.array(list(self.flow), dtype=np.int64).reshape(-1, 2)
@@ -233,16 +243,23 @@ class TransportForest:
         self._exchange(u, w, nodes, up, theta, leaving, cost)
 
 
-def cap_degrees(forest: TransportForest, cost: np.ndarray, k: int, zero: float) -> bool:
+def cap_degrees(forest: TransportForest, cost: np.ndarray, k: int, zero: float,
+                candidates: tuple[np.ndarray, np.ndarray] | None = None,
+                crowded: list[int] | None = None) -> bool:
     """Empty edges of the columns holding more than ``k`` rows by the cheapest
     :meth:`~TransportForest.reroute` through a crowded column, sweeping over the crowded
-    columns while one moves; True when every column holds at most ``k`` rows."""
-    rows, cols = candidate_pairs(cost)
+    columns while one moves; True when every column holds at most ``k`` rows.
+
+    ``candidates``: the entering pairs (default :func:`candidate_pairs`);
+    ``crowded``: the only columns that may hold more than ``k`` rows (default: all
+    are checked)."""
+    rows, cols = candidate_pairs(cost) if candidates is None else candidates
+    columns = range(forest.m) if crowded is None else crowded
     forest.structure(cost)
     moved = True
     while moved:
         moved = False
-        for j in range(forest.m):
+        for j in columns:
             if forest.degree(j) <= k:
                 continue
             moves = [found for i in forest.neighbours[forest.n + j]
@@ -250,7 +267,7 @@ def cap_degrees(forest: TransportForest, cost: np.ndarray, k: int, zero: float) 
             if moves:
                 forest.move(*min(moves)[1:], cost)
                 moved = True
-    return all(forest.degree(j) <= k for j in range(forest.m))
+    return all(forest.degree(j) <= k for j in columns)
 
 
 def lower_cost(forest: TransportForest, cost: np.ndarray, k: int, zero: float,

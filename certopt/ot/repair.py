@@ -15,7 +15,11 @@ construction whenever it is found) turns the problem into the convex QP::
 whose dual is the sparse dual of :class:`certopt.ot.column_duals.ColumnDuals` with
 the support fixed (``k`` entries per column: an evaluation costs ``O(k m)``,
 no pass over ``C``).  It is solved directly by an interior point
-(:mod:`certopt.ot.support_qp`), and the semismooth Newton iteration of
+(:mod:`certopt.ot.support_qp`); when its objective is far above the
+solve's bound (``LOCAL_SEARCH_GAP``), a support the swaps found competes
+with the constructed one (the lower QP objective wins) and the local
+search of :mod:`certopt.ot.support_pricing` moves the winner by priced
+pivots; the semismooth Newton iteration of
 :mod:`certopt.ot.newton` finishes from its potentials (from the first
 solve's, if the interior point reports no solution) to the finishing
 tolerance.  Its plan has at most ``k`` nonzeros per column and,
@@ -27,6 +31,7 @@ plans (by marginal error) is kept.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +41,21 @@ from certopt.core.result import Status
 from certopt.ot.column_duals import ColumnDuals, Evaluation
 from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
+from certopt.ot.support_pricing import improve_support, restricted_objective
 from certopt.ot.support_qp import restricted_qp_potentials
-from certopt.ot.support_search import constructive_support
+from certopt.ot.support_search import constructive_support, dense_cost, mass_zero
 
 REPAIR_MAX_EVAL = 2000
 MAX_SWAP_ROUNDS = 50
 REPAIR_MAX_STEPS = 500
+LOCAL_SEARCH_GAP = 1e-2
+"""Relative gap between the QP objective on the support and the bound above which the
+local search runs (below it, its pivots would cost more than the plan could gain)."""
+
+
+def _gap_above(objective: float, bound: float) -> bool:
+    """``objective`` exceeds ``bound`` by more than ``LOCAL_SEARCH_GAP`` of its size."""
+    return objective - bound > LOCAL_SEARCH_GAP * abs(objective)
 
 
 @dataclass(frozen=True)
@@ -57,18 +71,43 @@ class RepairOutcome:
     beta: torch.Tensor
 
 
+@dataclass(frozen=True)
+class RestrictedQP:
+    """The QP on a support: its duals, the interior point's potentials (None: no solution)
+    and the objective of their plan (inf without potentials)."""
+
+    duals: ColumnDuals
+    direct: tuple[torch.Tensor, torch.Tensor] | None
+    objective: float
+
+    @classmethod
+    def solve(cls, problem: TransportProblem, duals: ColumnDuals, support: torch.Tensor
+              ) -> RestrictedQP:
+        """Solve the QP of ``problem`` (regularisation ``duals.reg``) on ``support``."""
+        restricted = ColumnDuals(problem, duals.k, duals.reg, support=support)
+        direct = restricted_qp_potentials(problem.a, problem.b, support,
+                                          restricted.support_cost, duals.reg)
+        objective = math.inf if direct is None else restricted_objective(
+            support, restricted.support_cost, *direct, duals.reg)
+        return cls(restricted, direct, objective)
+
+
 def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evaluation, *,
-                tol: float) -> RepairOutcome:
+                tol: float, improve_above: float | None = None) -> RepairOutcome:
     """Solve the QP on the support of ``evaluation``'s plan (swapping rows in while it
     admits no plan); keep whichever plan is more feasible.
 
     ``tol`` is the absolute L1 marginal error the repair aims at (the finishing
-    tolerance of the solve).
+    tolerance of the solve).  ``improve_above`` (a lower bound, or None: never):
+    when the QP objective on the support exceeds it by more than
+    ``LOCAL_SEARCH_GAP`` (relative), the local search of
+    :mod:`certopt.ot.support_pricing` moves the support first.
     """
     before = evaluation.plan.dense()
     error_before = problem.marginal_error(before)
     alpha, beta = evaluation.plan.alpha, evaluation.plan.beta
     support = evaluation.plan.rows
+    restricted = duals
     if support is not None:
         locked = torch.zeros_like(support, dtype=torch.bool)
         for _ in range(MAX_SWAP_ROUNDS):
@@ -81,17 +120,31 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
             support, locked = swapped
         else:                         # the rounds ran out: is the last swap's support fine?
             violator = hall_violator(problem, support)
+        built = None
         if violator is not None:
             built = constructive_support(problem, support.shape[1], alpha, beta)
             if built is not None:
                 support = built
-    restricted = duals
-    if support is not None:
-        restricted = ColumnDuals(problem, duals.k, duals.reg, support=support)
-        direct = restricted_qp_potentials(problem.a, problem.b, support,
-                                          restricted.support_cost, duals.reg)
-        if direct is not None:
-            alpha, beta = direct
+        qp = RestrictedQP.solve(problem, duals, support)
+        far = improve_above is not None and qp.direct is not None and _gap_above(
+            qp.objective, improve_above)
+        if far and built is None:     # the swaps' support may be a poor one: the
+            built = constructive_support(problem, support.shape[1], alpha, beta)  # construction
+            if built is not None:                                             # competes
+                other = RestrictedQP.solve(problem, duals, built)
+                if other.direct is not None and other.objective < qp.objective:
+                    qp, support = other, built
+                    far = _gap_above(qp.objective, improve_above)
+        restricted = qp.duals
+        if qp.direct is not None:
+            alpha, beta = qp.direct
+            if far:
+                priced = improve_support(problem.a, problem.b, dense_cost(problem), support,
+                                         alpha, beta, duals.reg,
+                                         mass_zero(problem.a.cpu().double().numpy(),
+                                                   problem.b.cpu().double().numpy()))
+                support, alpha, beta = priced.support, priced.alpha, priced.beta
+                restricted = ColumnDuals(problem, duals.k, duals.reg, support=support)
     repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL,
                                  max_steps=REPAIR_MAX_STEPS, stall_steps=None)
     after = repaired.evaluation.plan.dense()

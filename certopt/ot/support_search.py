@@ -264,6 +264,17 @@ def staircase_plan(a: np.ndarray, b: np.ndarray, cost: np.ndarray, k: int, zero:
     return TransportForest(n, m, rows, cols, flows)
 
 
+def dense_cost(problem: TransportProblem) -> np.ndarray:
+    """The ``(n, m)`` cost as a float64 numpy array on the CPU, assembled block by block."""
+    return assemble(problem.geometry, lambda block, rows, cols: block).cpu().double().numpy()
+
+
+def mass_zero(a: np.ndarray, b: np.ndarray) -> float:
+    """The mass below which a remainder or a flow counts as empty (``ZERO_MASS``)."""
+    positive = np.concatenate([a[a > 0], b[b > 0]])
+    return min(ZERO_MASS * float(a.sum()), 1e-3 * float(positive.min()))
+
+
 def constructive_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
                          beta: torch.Tensor) -> torch.Tensor | None:
     """An ``(m, k)`` support (row indices per column) that admits a plan, or None if no
@@ -278,9 +289,8 @@ def constructive_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
     n, m = problem.shape
     a = problem.a.cpu().double().numpy()
     b = problem.b.cpu().double().numpy()
-    cost = assemble(problem.geometry, lambda block, rows, cols: block).cpu().double().numpy()
-    positive = np.concatenate([a[a > 0], b[b > 0]])
-    zero = min(ZERO_MASS * float(a.sum()), 1e-3 * float(positive.min()))
+    cost = dense_cost(problem)
+    zero = mass_zero(a, b)
     forest = capped_exact_plan(a, b, cost, k, zero) or staircase_plan(a, b, cost, k, zero)
     if forest is None:
         return None
