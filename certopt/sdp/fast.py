@@ -54,20 +54,15 @@ import math
 import time
 
 import numpy as np
-import scipy.linalg
 
 from certopt.core.errors import UnsupportedError
 from certopt.core.result import Status
-from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks
+from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks, eliminate
 from certopt.sdp.program import Program
 from certopt.sdp.result import SDPSolution
+from certopt.sdp.verify import top_eigenvalue
 
 __all__ = ["solve_fast"]
-
-
-def _top_eigenvalue(matrix: np.ndarray) -> float:
-    n = matrix.shape[0]
-    return float(scipy.linalg.eigvalsh(matrix, subset_by_index=[n - 1, n - 1])[0])
 
 
 def _stage_scale(blocks: Blocks, unit: Blocks, segment: int, alpha: np.ndarray,
@@ -77,7 +72,7 @@ def _stage_scale(blocks: Blocks, unit: Blocks, segment: int, alpha: np.ndarray,
     own = blocks.get((segment, segment), np.zeros((size, size)))
     diag = np.diag(unit[(segment, segment)])
     inv_sqrt = 1.0 / np.sqrt(diag)
-    nu = max(_top_eigenvalue(-inv_sqrt[:, None] * own * inv_sqrt[None, :]), 0.0)
+    nu = max(top_eigenvalue(-inv_sqrt[:, None] * own * inv_sqrt[None, :]), 0.0)
     cross = [blocks[(k, segment)] for k in range(segment) if (k, segment) in blocks]
     k_norm2 = float(np.linalg.norm(np.vstack(cross), 2)) ** 2 if cross else 0.0
     m, r = 0.5 * np.abs(alpha + beta), 0.5 * (beta - alpha)
@@ -85,22 +80,6 @@ def _stage_scale(blocks: Blocks, unit: Blocks, segment: int, alpha: np.ndarray,
     t = float(np.max(nu * (1.0 + m / r) + math.sqrt(k_norm2 / max(pre_norm2, 1e-300)) / r))
     floor = 1e-12 * max(nu, float(np.max(np.abs(own))) if own.size else 0.0, 1e-300)
     return max(t, nu * (1.0 + 1e-9), floor)
-
-
-def _eliminate(blocks: Blocks, segment: int) -> bool:
-    """Schur-complement segment ``segment`` out of ``blocks``; False if its block is not ≻ 0."""
-    try:
-        lower = scipy.linalg.cholesky(blocks.pop((segment, segment)), lower=True)
-    except np.linalg.LinAlgError:
-        return False
-    neighbours = sorted(k for (k, l) in list(blocks) if l == segment)
-    solved = {k: scipy.linalg.solve_triangular(lower, blocks.pop((k, segment)).T, lower=True)
-              for k in neighbours}
-    for i, k in enumerate(neighbours):
-        for l in neighbours[i:]:
-            update = -(solved[k].T @ solved[l])
-            blocks[(k, l)] = blocks[(k, l)] + update if (k, l) in blocks else update
-    return True
 
 
 def solve_fast(program: Program, norm: str, solver: str | None = None, *,
@@ -137,7 +116,7 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
             trial = dict(blocks)
             for key, value in unit.items():
                 trial[key] = trial[key] + scale * value if key in trial else scale * value
-            if _eliminate(trial, segment):
+            if eliminate(trial, segment):
                 break
             scale *= 2.0
         else:
@@ -150,11 +129,11 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
     demand = -blocks.get((0, 0), np.zeros((n0, n0)))
     demand = 0.5 * (demand + demand.T)
     if norm == "2":
-        weight = np.full(n0, max(_top_eigenvalue(demand), 0.0))
+        weight = np.full(n0, max(top_eigenvalue(demand), 0.0))
     else:
         diagonal = np.diag(demand)
         shape = np.sqrt(np.maximum(diagonal, 1e-24 * max(float(np.max(diagonal)), 1e-300)))
         inv_sqrt = 1.0 / np.sqrt(shape)
-        weight = max(_top_eigenvalue(inv_sqrt[:, None] * demand * inv_sqrt[None, :]), 0.0) * shape
+        weight = max(top_eigenvalue(inv_sqrt[:, None] * demand * inv_sqrt[None, :]), 0.0) * shape
     return SDPSolution(weight * output_scale ** 2, tuple(multipliers), Status.OPTIMAL,
                        time.perf_counter() - start)

@@ -25,6 +25,7 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
+import scipy.linalg
 import torch
 
 from certopt.sdp.program import Program, Stage
@@ -144,6 +145,32 @@ def add_stage_blocks(blocks: Blocks, stage: Stage, segment: int, multipliers: Ma
     if form.out_out is not None:
         own = ops.diag(form.out_out) if form.out_out.ndim == 1 else form.out_out
         _accumulate(blocks, (segment, segment), -own)
+
+
+def eliminate(blocks: Blocks, segment: int) -> bool:
+    """Schur-complement segment ``segment`` out of numpy ``blocks`` (in place).
+
+    With ``L Lᵀ = M_ss`` (Cholesky) every pair of neighbours ``k <= l`` of the
+    segment gets ``M_kl −= (L⁻¹M_sk)ᵀ(L⁻¹M_sl)``; the segment's blocks are
+    removed.  Eliminating every segment but the input in any order is a
+    Cholesky factorisation of ``M`` with its rows permuted, skipping exact
+    zero blocks, so it certifies ``M ≻ 0`` as a dense factorisation would.
+    Returns False (``blocks`` then partly updated) when ``M_ss`` is not
+    numerically positive definite.
+    """
+    try:
+        lower = scipy.linalg.cholesky(blocks.pop((segment, segment)), lower=True,
+                                      check_finite=False)
+    except np.linalg.LinAlgError:
+        return False
+    neighbours = sorted(k for (k, l) in list(blocks) if l == segment)
+    solved = {k: scipy.linalg.solve_triangular(lower, blocks.pop((k, segment)).T, lower=True,
+                                               check_finite=False)
+              for k in neighbours}
+    for i, k in enumerate(neighbours):
+        for l in neighbours[i:]:
+            _accumulate(blocks, (k, l), -(solved[k].T @ solved[l]))
+    return True
 
 
 def assemble_numpy(program: Program, blocks: Blocks) -> Any:
