@@ -34,7 +34,9 @@ sorting networks the closed form can exceed the naive product
 ``M_kl −= M_ks M_ss⁻¹ M_sl`` (one Cholesky of order ``n_s``) is passed back,
 not the proxy: that is what makes the bound tighter than the product of norms.
 What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
-``ρ = λ_max(R)``; ℓ∞ the direction ``g = √diag(R)`` scaled by
+``ρ = λ_max(R)`` (the whole elimination runs on the input's row space,
+:func:`~certopt.sdp.program.reduced_input`: ``R`` has order ``rank ≤ n_1``);
+ℓ∞ the direction ``g = √diag(R)`` scaled by
 ``λ_max(G^{-1/2} R G^{-1/2})`` (optimal when ``R = bbᵀ`` has rank one:
 ``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  Cost: per stage one extreme eigenvalue and
 one Cholesky of the stage's order plus the products with its pre-activation
@@ -58,7 +60,7 @@ import numpy as np
 from certopt.core.errors import UnsupportedError
 from certopt.core.result import Status
 from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks, eliminate
-from certopt.sdp.program import Program
+from certopt.sdp.program import Program, reduced_input
 from certopt.sdp.result import SDPSolution
 from certopt.sdp.verify import top_eigenvalue
 
@@ -95,11 +97,13 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
     start = time.perf_counter()
     if solver is not None:
         raise UnsupportedError(f"solver: {solver!r} applies to method='lipsdp' only")
+    # ℓ2: ρ and the multipliers are those of the program on the input's row space
+    working = reduced_input(program)[0] if norm == "2" else program
     blocks: Blocks = {}
-    add_output_blocks(blocks, program, output_scale)
-    multipliers: list[dict[str, np.ndarray]] = [{} for _ in program.stages]
-    for segment in range(len(program.stages), 0, -1):
-        stage = program.stages[segment - 1]
+    add_output_blocks(blocks, working, output_scale)
+    multipliers: list[dict[str, np.ndarray]] = [{} for _ in working.stages]
+    for segment in range(len(working.stages), 0, -1):
+        stage = working.stages[segment - 1]
         sector = stage.qc.sector()
         if sector is None:
             raise UnsupportedError(
@@ -125,11 +129,11 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
         blocks = trial
         multipliers[segment - 1] = {k: scale * output_scale ** 2 * np.asarray(v, dtype=np.float64)
                                     for k, v in unit_multipliers.items()}
-    n0 = program.input_dim
+    n0 = working.input_dim
     demand = -blocks.get((0, 0), np.zeros((n0, n0)))
     demand = 0.5 * (demand + demand.T)
     if norm == "2":
-        weight = np.full(n0, max(top_eigenvalue(demand), 0.0))
+        weight = np.full(program.input_dim, max(top_eigenvalue(demand), 0.0))
     else:
         diagonal = np.diag(demand)
         shape = np.sqrt(np.maximum(diagonal, 1e-24 * max(float(np.max(diagonal)), 1e-300)))

@@ -63,7 +63,7 @@ first ReLU layer, are eliminated first: :class:`_BlockCholesky`), one
 triangular solve with ``r`` right-hand sides, one symmetric
 eigendecomposition of order ``r`` and ``O(n²k)`` for the gradient; all in
 torch, on any device.  ``r <= n_0`` is the rank of the input's row space
-(:func:`_reduced_input`): every quantity sees ``x`` through ``Qᵀx``, so
+(:func:`~certopt.sdp.program.reduced_input`): every quantity sees ``x`` through ``Qᵀx``, so
 ``R = Q R̃ Qᵀ`` and, in ℓ∞ too, the spectrum of ``G^{-1/2} R G^{-1/2}`` is
 that of ``Lᵀ R̃ L`` with ``L Lᵀ = Qᵀ G⁻¹ Q`` (order ``r``; the ``n_0`` shape
 variables only enter through ``O(n_0 r²)`` products).
@@ -87,7 +87,7 @@ from certopt.core.lbfgs import LBFGSMemory
 from certopt.core.progress import progress
 from certopt.core.result import Status
 from certopt.sdp.lmi import assemble_numpy, lmi_blocks
-from certopt.sdp.program import LinearExpr, Program, QCForm, Stage
+from certopt.sdp.program import Program, QCForm, Stage, reduced_input
 
 __all__ = ["FirstOrderSolution", "initial_multipliers", "solve_first_order"]
 _SMOOTH0 = 1e-1
@@ -507,7 +507,7 @@ def solve_first_order(
     tol = check_scalar(tol, "tol", low=0)
     lr = check_scalar(lr, "lr", low=0, low_inclusive=False)
     dev = resolve_device(device)
-    working, basis = _reduced_input(program, dev)
+    working, basis = reduced_input(program)
     if start is None:
         start_weights, _ = initial_multipliers(program, device=dev)
         starts = [stage.qc.sector_multipliers(t)
@@ -607,32 +607,3 @@ def solve_first_order(
         solve_time=time.perf_counter() - started,
         history={"value": history, "evaluations": evaluations},
     )
-
-
-def _reduced_input(program: Program, device: torch.device
-                   ) -> tuple[Program, np.ndarray | None]:
-    """The same program on ``x̃ = Qᵀx``, ``Q`` an orthonormal basis of the input's row space,
-    and ``Q`` (``None``: no reduction, when the rank is at least 3/4 of the input size).
-
-    Every quantity depends on ``x`` through ``C_k[0] x = C_k[0] Q Qᵀ x``, so the
-    LMI's input block is ``Q R̃ Qᵀ``: in ℓ2 ``ρ`` and the multipliers are
-    unchanged, and in ℓ∞ ``diag(γ) ⪰ Q R̃ Qᵀ`` is an eigenproblem of the
-    reduced order (:meth:`_Evaluation._shape_factor`): a 784-input net with a
-    16-wide first layer gives a 16-dimensional eigenproblem instead of a
-    784-dimensional one.  The SVD runs in torch on ``device``.
-    """
-    exprs = [stage.pre for stage in program.stages] + [program.output]
-    blocks = [e.terms[0] for e in exprs if 0 in e.terms]
-    stacked = torch.as_tensor(np.vstack(blocks), dtype=torch.float64, device=device)
-    _, singular, vh = torch.linalg.svd(stacked, full_matrices=False)
-    rank = int((singular > singular[0] * 1e-13).sum()) if singular.numel() else 0
-    if rank >= 0.75 * program.input_dim:
-        return program, None
-    basis = vh[:max(rank, 1)].T.to("cpu").numpy()
-
-    def project(expr: LinearExpr) -> LinearExpr:
-        terms = {k: (b @ basis if k == 0 else b) for k, b in expr.terms.items()}
-        return LinearExpr(expr.shape, terms)
-
-    stages = tuple(Stage(project(st.pre), st.qc, st.label) for st in program.stages)
-    return Program((basis.shape[1],), stages, project(program.output)), basis

@@ -31,7 +31,7 @@ import scipy.linalg
 
 from certopt.core.errors import CertoptError
 from certopt.sdp.lmi import Blocks, assemble_numpy, eliminate, lmi_blocks
-from certopt.sdp.program import Program, SlopeRestricted
+from certopt.sdp.program import Program, SlopeRestricted, input_basis
 
 _SCALINGS = (0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 _BLENDS = (1e-8, 1e-6, 1e-4, 1e-2)
@@ -125,10 +125,13 @@ def _scaled(multipliers: Sequence[Mapping[str, np.ndarray]], factor: float
     return tuple({k: factor * v for k, v in m.items()} for m in multipliers)
 
 
-def _smallest_weight(schur: np.ndarray, weight: np.ndarray, norm: str) -> np.ndarray:
-    """Cheapest input weights ``γ' ⪰ S`` in the direction the solver chose."""
+def _smallest_weight(schur: np.ndarray, weight: np.ndarray, norm: str,
+                     basis: np.ndarray | None) -> np.ndarray:
+    """Cheapest input weights ``γ' ⪰ S`` in the direction the solver chose (ℓ2: ``λ_max(S)``,
+    from ``QᵀSQ`` when ``S = QQᵀSQQᵀ`` lives on the input's row space ``Q = basis``)."""
     if norm == "2":
-        return np.full(len(weight), max(top_eigenvalue(schur), 0.0))
+        reduced = schur if basis is None else basis.T @ schur @ basis
+        return np.full(len(weight), max(top_eigenvalue(reduced), 0.0))
     weight = np.maximum(np.nan_to_num(weight, nan=0.0), 0.0)
     shift = max(top_eigenvalue(schur - np.diag(weight)), 0.0)
     candidates = [weight + shift]
@@ -188,6 +191,7 @@ def verify(program: Program, input_weight: np.ndarray,
     if any(not np.all(np.isfinite(v)) for m in projected for v in m.values()):
         return Verification(False, math.inf, np.asarray(input_weight), projected, math.nan)
     sizes = program.segment_sizes
+    basis = input_basis(program) if norm == "2" else None
     for stage_mult in _candidates(program, projected):
         base = lmi_blocks(program, np.zeros(n0), stage_mult)
         largest = max(float(np.max(np.abs(np.diag(base[(k, k)])), initial=0.0))
@@ -198,7 +202,7 @@ def verify(program: Program, input_weight: np.ndarray,
         head = _input_schur(base, sizes, shift)
         if head is None:
             continue
-        weight = _smallest_weight(-head, np.asarray(input_weight), norm)
+        weight = _smallest_weight(-head, np.asarray(input_weight), norm, basis)
         # M(γ) − δI with δ = _cholesky_shift(max_i |M_ii|): |M_ii| <= largest + max γ.  An
         # input weight below δ (an input the network ignores, e.g. a blank pixel, gets
         # γ_j ≈ 0) would fail whatever the margin: every weight also gets 2δ
