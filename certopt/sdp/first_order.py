@@ -35,7 +35,8 @@ width ``w = s·|F|`` on ``F``'s own scale, so that it is invariant to ``g → c�
 the SDP value),
 ``s = 10⁻¹, 10⁻², …, 10⁻⁵`` (from ``10⁻²`` in ℓ2 from a given start;
 continuation: ``s`` drops when the smoothed objective decreased by less than
-``max(tol, 10⁻²s)·|F|`` over ``patience`` iterations, restarting from the best
+``max(tol, 10⁻²s)·|F|`` over ``patience/2`` iterations (``patience`` at the
+finest level, whose stall ends the run), restarting from the best
 point), plus the vanishing barrier
 ``β Σ_j log(z_jᵀS⁻¹z_j)`` (8 fixed Gaussian probes ``z_j``, ``β = 0.1·w/8``;
 near the boundary it behaves like ``−8β log λ_min(S)``, at the cost of two
@@ -103,6 +104,10 @@ _SMOOTH_FACTOR = 0.1
 """Factor between successive smoothing widths."""
 _LEVEL_TOL = 0.01
 """A coarse level ends when its smoothed objective improves by less than this times its width."""
+_COARSE_PATIENCE = 0.5
+"""A coarse level's stall window, as a fraction of ``patience`` (the finest level uses all of
+it): a coarse level only positions the next one, and its window is a floor on the
+iterations every level costs."""
 _BARRIER = 0.1
 """Weight of the barrier ``Σ_j log(z_jᵀS⁻¹z_j)`` relative to ``width / k``."""
 _N_PROBES = 8
@@ -349,6 +354,7 @@ class _Evaluation:
         self.zero_weight = torch.zeros(self.n0, dtype=dtype, device=device)
         self.probes: torch.Tensor | None = None
         self.diagonal_prefix: int | None = None  # found on the first evaluation
+        self.matrix: torch.Tensor | None = None  # the dense LMI, refilled by every evaluation
 
     def __call__(self, z: torch.Tensor, width: float | None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
@@ -358,7 +364,7 @@ class _Evaluation:
         with torch.no_grad():
             blocks = lmi_blocks(program, self.zero_weight, self.param.multipliers(z),
                                 convert=self.constants)
-            matrix = assemble_numpy(program, blocks)
+            matrix = self.matrix = assemble_numpy(program, blocks, self.matrix)
             if self.diagonal_prefix is None:
                 self.diagonal_prefix = _diagonal_prefix(matrix[n0:, n0:], program)
             chol = _BlockCholesky.factor(matrix[n0:, n0:], self.diagonal_prefix)
@@ -557,7 +563,8 @@ def solve_first_order(
                 break
             final = smoothing <= _SMOOTH_END * 1.0001
             level_tol = (tol if final else max(tol, _LEVEL_TOL * smoothing)) * abs(best_value)
-            stalled = len(level) > patience and level[-patience - 1] - level[-1] <= level_tol
+            window = patience if final else max(1, int(_COARSE_PATIENCE * patience))
+            stalled = len(level) > window and level[-window - 1] - level[-1] <= level_tol
             if stalled or line_search_failed:
                 if final:
                     status = Status.OPTIMAL if stalled else Status.INACCURATE

@@ -173,17 +173,24 @@ def eliminate(blocks: Blocks, segment: int) -> bool:
     return True
 
 
-def assemble_numpy(program: Program, blocks: Blocks) -> Any:
-    """The dense symmetric ``M`` from numpy (float64) or torch blocks (dtype, device kept)."""
+def assemble_numpy(program: Program, blocks: Blocks, out: Any = None) -> Any:
+    """The dense symmetric ``M`` from numpy (float64) or torch blocks (dtype, device kept).
+
+    ``out``: a matrix an earlier call returned for blocks with the same keys, refilled in
+    place (the entries no block covers are still that call's zeros): an iterative solver
+    then allocates and clears the dense matrix once.
+    """
     offsets = np.concatenate([[0], np.cumsum(program.segment_sizes)]).tolist()
     first = blocks[(0, 0)]
-    matrix = (torch.zeros((offsets[-1],) * 2, dtype=first.dtype, device=first.device)
-              if isinstance(first, torch.Tensor) else np.zeros((offsets[-1], offsets[-1])))
+    matrix = out
+    if matrix is None:
+        matrix = (torch.zeros((offsets[-1],) * 2, dtype=first.dtype, device=first.device)
+                  if isinstance(first, torch.Tensor) else np.zeros((offsets[-1], offsets[-1])))
     for (i, j), block in blocks.items():
         rows, cols = slice(offsets[i], offsets[i + 1]), slice(offsets[j], offsets[j + 1])
-        matrix[rows, cols] += block
+        matrix[rows, cols] = block
         if i != j:
-            matrix[cols, rows] += block.T
+            matrix[cols, rows] = block.T
     return matrix
 
 
