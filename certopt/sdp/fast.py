@@ -60,16 +60,16 @@ import numpy as np
 from certopt.core.errors import UnsupportedError
 from certopt.core.result import Status
 from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks, eliminate
-from certopt.sdp.program import Program, reduced_input
+from certopt.sdp.program import Program, Stage, reduced_input
 from certopt.sdp.result import SDPSolution
 from certopt.sdp.verify import top_eigenvalue
 
 __all__ = ["solve_fast"]
 
 
-def _stage_scale(blocks: Blocks, unit: Blocks, segment: int, alpha: np.ndarray,
-                 beta: np.ndarray, pre_norm2: float) -> float:
-    """The closed-form ``t_s`` (module doc)."""
+def _stage_scale(blocks: Blocks, unit: Blocks, stage: Stage, segment: int) -> float:
+    """The closed-form ``t_s`` (module doc); ``A = ‖C_s‖₂²`` is only needed when ``K > 0``."""
+    alpha, beta = stage.qc.sector()
     size = unit[(segment, segment)].shape[0]
     own = blocks.get((segment, segment), np.zeros((size, size)))
     diag = np.diag(unit[(segment, segment)])
@@ -79,7 +79,12 @@ def _stage_scale(blocks: Blocks, unit: Blocks, segment: int, alpha: np.ndarray,
     k_norm2 = float(np.linalg.norm(np.vstack(cross), 2)) ** 2 if cross else 0.0
     m, r = 0.5 * np.abs(alpha + beta), 0.5 * (beta - alpha)
     r = np.maximum(r, 1e-3 * np.maximum(m, 1e-12))
-    t = float(np.max(nu * (1.0 + m / r) + math.sqrt(k_norm2 / max(pre_norm2, 1e-300)) / r))
+    coupling = 0.0  # √(K/A)
+    if k_norm2 > 0:
+        pre_norm2 = float(np.linalg.norm(np.hstack([stage.pre.terms[k]
+                                                    for k in sorted(stage.pre.terms)]), 2)) ** 2
+        coupling = math.sqrt(k_norm2 / max(pre_norm2, 1e-300))
+    t = float(np.max(nu * (1.0 + m / r) + coupling / r))
     floor = 1e-12 * max(nu, float(np.max(np.abs(own))) if own.size else 0.0, 1e-300)
     return max(t, nu * (1.0 + 1e-9), floor)
 
@@ -113,9 +118,7 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
         unit_multipliers = stage.qc.sector_multipliers(np.ones(stage.qc.size))
         unit: Blocks = {}
         add_stage_blocks(unit, stage, segment, unit_multipliers)
-        pre_norm2 = float(np.linalg.norm(np.hstack([stage.pre.terms[k]
-                                                    for k in sorted(stage.pre.terms)]), 2)) ** 2
-        scale = _stage_scale(blocks, unit, segment, *sector, pre_norm2)
+        scale = _stage_scale(blocks, unit, stage, segment)
         for _ in range(8):  # round-off near a singular block: move away from it
             trial = dict(blocks)
             for key, value in unit.items():
