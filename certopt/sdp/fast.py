@@ -34,14 +34,15 @@ sorting networks the closed form can exceed the naive product
 ``M_kl −= M_ks M_ss⁻¹ M_sl`` (one Cholesky of order ``n_s``) is passed back,
 not the proxy: that is what makes the bound tighter than the product of norms.
 What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
-``ρ = λ_max(R)`` (the whole elimination runs on the input's row space,
-:func:`~certopt.sdp.program.reduced_input`: ``R`` has order ``rank ≤ n_1``);
-ℓ∞ the direction ``g = √diag(R)`` scaled by
+``ρ = λ_max(R)``; ℓ∞ the direction ``g = √diag(R)`` scaled by
 ``λ_max(G^{-1/2} R G^{-1/2})`` (optimal when ``R = bbᵀ`` has rank one:
-``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  Cost: per stage one extreme eigenvalue and
-one Cholesky of the stage's order plus the products with its pre-activation
-blocks; no SDP solver.  The answer is a feasible point of the same LMI (up to
-round-off), verified in float64 like every other (:mod:`certopt.sdp.verify`).
+``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  The whole elimination
+runs on the input's row space (:func:`~certopt.sdp.program.reduced_input`):
+``R`` is held as ``Q R̃ Qᵀ`` with ``R̃`` of order ``rank ≤ n_1``.  Cost: per
+stage one extreme eigenvalue and one Cholesky of the stage's order plus the
+products with its pre-activation blocks; no SDP solver.  The answer is a
+feasible point of the same LMI (up to round-off), verified in float64 like
+every other (:mod:`certopt.sdp.verify`).
 
 Exact cases (derived in the tests): one hidden layer whose output weights
 satisfy ``W_1ᵀW_1 = ν I`` (e.g. orthogonal): the bound is
@@ -62,7 +63,7 @@ from certopt.core.result import Status
 from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks, eliminate
 from certopt.sdp.program import Program, Stage, reduced_input
 from certopt.sdp.result import SDPSolution
-from certopt.sdp.verify import top_eigenvalue
+from certopt.sdp.verify import scaled_top_eigenvalue, top_eigenvalue
 
 __all__ = ["solve_fast"]
 
@@ -102,8 +103,8 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
     start = time.perf_counter()
     if solver is not None:
         raise UnsupportedError(f"solver: {solver!r} applies to method='lipsdp' only")
-    # ℓ2: ρ and the multipliers are those of the program on the input's row space
-    working = reduced_input(program)[0] if norm == "2" else program
+    # the multipliers are those of the program on the input's row space x̃ = Qᵀx
+    working, basis = reduced_input(program)
     blocks: Blocks = {}
     add_output_blocks(blocks, working, output_scale)
     multipliers: list[dict[str, np.ndarray]] = [{} for _ in working.stages]
@@ -134,13 +135,13 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
                                     for k, v in unit_multipliers.items()}
     n0 = working.input_dim
     demand = -blocks.get((0, 0), np.zeros((n0, n0)))
-    demand = 0.5 * (demand + demand.T)
+    demand = 0.5 * (demand + demand.T)  # R = Q·demand·Qᵀ
     if norm == "2":
         weight = np.full(program.input_dim, max(top_eigenvalue(demand), 0.0))
     else:
-        diagonal = np.diag(demand)
+        diagonal = (np.diag(demand) if basis is None
+                    else np.einsum("ia,ab,ib->i", basis, demand, basis))
         shape = np.sqrt(np.maximum(diagonal, 1e-24 * max(float(np.max(diagonal)), 1e-300)))
-        inv_sqrt = 1.0 / np.sqrt(shape)
-        weight = max(top_eigenvalue(inv_sqrt[:, None] * demand * inv_sqrt[None, :]), 0.0) * shape
+        weight = max(scaled_top_eigenvalue(demand, shape, basis), 0.0) * shape
     return SDPSolution(weight * output_scale ** 2, tuple(multipliers), Status.OPTIMAL,
                        time.perf_counter() - start)

@@ -25,7 +25,7 @@ the SDP value (up to round-off, removed by the float64 verification of
 section 6 that the caller runs on the returned multipliers).  Any stage QC
 with a :meth:`~certopt.sdp.program.QuadraticConstraint.sector` works
 (slope-restricted stages, :class:`~certopt.sdp.rules.GroupSortQC`).
-Nonnegative multipliers are parameterised as ``exp(η)`` (and ``g = exp(ζ)``),
+Nonnegative multipliers are parameterised as ``exp(η)`` (and ``g = exp(3ζ)``),
 free ones (GroupSort's ``a``, ``b``) as the stage's starting weight times
 ``η``; ``F = (Σg)·λ_max`` is
 smoothed by a log-sum-exp over the spectrum, ``w·log Σ_i exp((Σg)·λ_i/w)``
@@ -108,6 +108,12 @@ _COARSE_PATIENCE = 0.5
 """A coarse level's stall window, as a fraction of ``patience`` (the finest level uses all of
 it): a coarse level only positions the next one, and its window is a floor on the
 iterations every level costs."""
+_SHAPE_SCALE = 3.0
+"""ℓ∞: ``log g = _SHAPE_SCALE·z`` for the shape's coordinates ``z``.  The ``n_0`` shape
+entries each carry a gradient of order ``F/n_0``, far below the multipliers', so steepest
+descent steps (capped by their largest entry, ``lr``) and L-BFGS's scalar initial
+Hessian barely moved them; the factor balances the two blocks (chosen on the paper's MaxMin
+nets, see benchmarks/RESULTS.md)."""
 _BARRIER = 0.1
 """Weight of the barrier ``Σ_j log(z_jᵀS⁻¹z_j)`` relative to ``width / k``."""
 _N_PROBES = 8
@@ -174,7 +180,7 @@ class _Parametrization:
 
     A nonnegative multiplier (a cvxpy variable declared ``nonneg`` by the QC)
     is ``exp(z)``; a free one is ``scale·z`` with ``scale`` the stage's mean
-    starting weight; ℓ∞ appends ``log g`` (``n_0`` entries).
+    starting weight; ℓ∞ appends ``log g / _SHAPE_SCALE`` (``n_0`` entries).
     """
 
     def __init__(self, program: Program, starts: Sequence[Mapping[str, np.ndarray]],
@@ -190,8 +196,8 @@ class _Parametrization:
                 value = np.asarray(start[name], dtype=np.float64).reshape(-1)
                 self.entries.append((index, name, value.size, nonneg, scale))
                 initial.append(np.log(_positive(value)) if nonneg else value / scale)
-        initial.append(np.zeros(shape_size) if start_shape is None
-                       else np.log(_positive(start_shape / np.mean(start_shape))))
+        initial.append(np.zeros(shape_size) if start_shape is None else
+                       np.log(_positive(start_shape / np.mean(start_shape))) / _SHAPE_SCALE)
         self.n_stages, self.shape_size = len(program.stages), shape_size
         self.sizes = [e[2] for e in self.entries] + [shape_size]
         self.initial = torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device)
@@ -204,8 +210,8 @@ class _Parametrization:
         return result
 
     def log_shape(self, z: torch.Tensor) -> torch.Tensor:
-        """``log g`` (ℓ∞; empty for ℓ2)."""
-        return z[z.shape[0] - self.shape_size:]
+        """``log g = _SHAPE_SCALE·z_shape`` (ℓ∞; empty for ℓ2)."""
+        return _SHAPE_SCALE * z[z.shape[0] - self.shape_size:]
 
     def numpy_multipliers(self, z: torch.Tensor) -> list[dict[str, np.ndarray]]:
         return [{name: v.detach().to("cpu", torch.float64).numpy() for name, v in m.items()}
@@ -420,7 +426,7 @@ class _Evaluation:
                 full = self.basis @ torch.linalg.solve_triangular(lift.T, vec, upper=True)
                 squares = full ** 2 / shape[:, None]
             shape_grad = shape * (weights @ eig) - total * (squares @ (weights * eig))
-            grad[grad.shape[0] - shape.shape[0]:] += shape_grad
+            grad[grad.shape[0] - shape.shape[0]:] += _SHAPE_SCALE * shape_grad
         return smooth, grad, value
 
     def _shape_factor(self, shape: torch.Tensor) -> torch.Tensor:

@@ -125,20 +125,41 @@ def _scaled(multipliers: Sequence[Mapping[str, np.ndarray]], factor: float
     return tuple({k: factor * v for k, v in m.items()} for m in multipliers)
 
 
+def scaled_top_eigenvalue(matrix: np.ndarray, weight: np.ndarray,
+                          basis: np.ndarray | None) -> float:
+    """``λ_max(W^{-1/2} R W^{-1/2})``, ``W = diag(weight) ≻ 0``: the smallest ``s`` with
+    ``s·W ⪰ R``.
+
+    ``R = matrix`` (``n_0 × n_0``), or ``R = Q·matrix·Qᵀ`` with ``Q = basis`` (``n_0 × r``,
+    orthonormal columns) and ``matrix`` of order ``r``: then the nonzero eigenvalues are
+    those of ``Lᵀ·matrix·L`` with ``L Lᵀ = Qᵀ W⁻¹ Q`` (order ``r``; the rest are 0).
+    """
+    if basis is None:
+        inv_sqrt = 1.0 / np.sqrt(weight)
+        return top_eigenvalue(inv_sqrt[:, None] * matrix * inv_sqrt[None, :])
+    lower = scipy.linalg.cholesky(basis.T @ (basis / weight[:, None]), lower=True,
+                                  check_finite=False)
+    return max(top_eigenvalue(lower.T @ matrix @ lower), 0.0)
+
+
 def _smallest_weight(schur: np.ndarray, weight: np.ndarray, norm: str,
                      basis: np.ndarray | None) -> np.ndarray:
-    """Cheapest input weights ``γ' ⪰ S`` in the direction the solver chose (ℓ2: ``λ_max(S)``,
-    from ``QᵀSQ`` when ``S = QQᵀSQQᵀ`` lives on the input's row space ``Q = basis``)."""
+    """Cheapest input weights ``γ' ⪰ S`` in the direction the solver chose.
+
+    ℓ2: ``λ_max(S)``, from ``QᵀSQ`` when ``S = QQᵀSQQᵀ`` lives on the input's row
+    space ``Q = basis``.  ℓ∞: ``s·γ`` (:func:`scaled_top_eigenvalue`) and, when ``γ`` has
+    zeros or ``S`` is not known to be low-rank, ``γ + λ_max(S − diag γ)·1``, whichever sums
+    to less (on a low-rank ``S`` the shift pays ``n_0`` times for a few directions).
+    """
+    reduced = schur if basis is None else basis.T @ schur @ basis
     if norm == "2":
-        reduced = schur if basis is None else basis.T @ schur @ basis
         return np.full(len(weight), max(top_eigenvalue(reduced), 0.0))
     weight = np.maximum(np.nan_to_num(weight, nan=0.0), 0.0)
-    shift = max(top_eigenvalue(schur - np.diag(weight)), 0.0)
-    candidates = [weight + shift]
+    candidates = []
     if np.all(weight > 0):
-        inv_sqrt = 1.0 / np.sqrt(weight)
-        scale = top_eigenvalue(inv_sqrt[:, None] * schur * inv_sqrt[None, :])
-        candidates.append(max(scale, 0.0) * weight)
+        candidates.append(max(scaled_top_eigenvalue(reduced, weight, basis), 0.0) * weight)
+    if basis is None or not candidates:
+        candidates.append(weight + max(top_eigenvalue(schur - np.diag(weight)), 0.0))
     return min(candidates, key=lambda g: float(g.sum()))
 
 
@@ -191,7 +212,7 @@ def verify(program: Program, input_weight: np.ndarray,
     if any(not np.all(np.isfinite(v)) for m in projected for v in m.values()):
         return Verification(False, math.inf, np.asarray(input_weight), projected, math.nan)
     sizes = program.segment_sizes
-    basis = input_basis(program) if norm == "2" else None
+    basis = input_basis(program)
     for stage_mult in _candidates(program, projected):
         base = lmi_blocks(program, np.zeros(n0), stage_mult)
         largest = max(float(np.max(np.abs(np.diag(base[(k, k)])), initial=0.0))
