@@ -10,7 +10,9 @@ complement
     diag(γ) ⪰ S := M_0[x, r] M_0[r, r]⁻¹ M_0[r, x] − M_0[x, x],
 
 ℓ2: ``ρ = λ_max(S)``; ℓ∞: the smaller of ``γ + max(0, λ_max(S − diag γ))·1``
-and ``s·γ`` with ``s = λ_max(diag(γ)^{-1/2} S diag(γ)^{-1/2})``.  If
+and ``s·γ`` with ``s = λ_max(diag(γ)^{-1/2} S diag(γ)^{-1/2})`` (only ``s·γ`` when
+``S`` lives on the input's row space of rank ``r < 3n_0/4`` and ``γ > 0``; both
+eigenproblems then have order ``r``, :func:`scaled_top_eigenvalue`).  If
 ``M_0[r, r]`` is not positive definite the multipliers are scaled up by
 ``1 + κ`` (κ = 1e-9 … 1e-1; the QC cone is closed under scaling).  Finally
 the weights are raised by a small relative margin until the full
@@ -18,6 +20,13 @@ the weights are raised by a small relative margin until the full
 ``δ = 10 · dim · eps · max_i |M_ii|`` covering the rounding of the
 factorisation (every weight also gets ``2δ``, so inputs the network ignores, whose
 weight is ``≈ 0``, pass).  The reported bound is ``√(Σγ)`` for the weights that passed.
+
+The factorisation runs segment by segment, from the last
+(:func:`~certopt.sdp.lmi.eliminate`): the activation blocks once per candidate
+(twice when the weights raise ``δ``), then one factorisation of order ``n_0`` per
+trial weight; zero blocks are never formed, so a deep chain costs ``Σ n_s³``,
+not ``(Σ n_s)³``.  :meth:`~certopt.sdp.result.LipschitzResult.check` re-checks a
+certificate with the dense factorisation (:func:`passes_cholesky`).
 """
 
 from __future__ import annotations
