@@ -14,16 +14,14 @@ reported as skipped.
     python benchmarks/lipsdp_maxmin_nets.py --threads 1 --cap 300
     python benchmarks/lipsdp_maxmin_nets.py --nets weights_2_16,resweights_5_32 --device cuda
 
-ECLipsE-Fast (the ``eclipse-nn`` package) is compared when installed; it is
-skipped with a message otherwise (it only handles slope-restricted
-activations, so it does not apply to MaxMin nets anyway; use
-``benchmarks/lipsdp_scaling.py`` for ReLU nets).
+ECLipsE-Fast (the ``eclipse-nn`` package) handles elementwise slope-restricted
+activations only, not MaxMin; ``benchmarks/lipsdp_scaling.py --eclipse`` compares
+it with ``method="fast"`` on ReLU nets.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -73,8 +71,6 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"no data: {DATA} (the published MaxMin nets) is missing")
     torch.set_num_threads(args.threads)
-    if importlib.util.find_spec("eclipse_nn") is None:
-        print("ECLipsE-Fast: skipped (the eclipse-nn package is not installed)")
     names = args.nets or (list(QUICK) if args.quick else
                           sorted(p.stem for p in DATA.glob("*.mat")))
     header = (f"{'net':<22} {'norm':>4} {'naive':>9} {'fast':>9} {'fast s':>7} "

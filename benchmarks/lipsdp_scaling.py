@@ -15,8 +15,11 @@ The closed-form ``fast`` bound and the first-order solver (``--device cuda`` on 
 are the last methods;
 ``--input-dim 784 --widths 1024`` gives the 784-1024-1024-10 net,
 ``--max-iter`` caps its iterations (the row then says ``max_iter``; its bound
-is still verified) and ``--maxmin-nets`` certifies the published MaxMin nets
-instead.  Rows measured on 2 shared CPU cores with ``--threads 1``:
+is still verified), ``--maxmin-nets`` certifies the published MaxMin nets
+instead and ``--eclipse`` compares ``fast`` with ECLipsE-Fast (the optional
+``eclipse-nn`` package; skipped with a message when it is absent) on the
+784-w-w-10 nets of ``--widths`` and 784-128x8-10, both in this process, CPU
+seconds, best of ``--repeat``.  Rows measured on 2 shared CPU cores with ``--threads 1``:
 
     python benchmarks/lipsdp_scaling.py --threads 1 --methods cvxpy+SCS,first-order \
         --widths 32,64,128,256,512,1024 --cap 600
@@ -31,6 +34,7 @@ function returning a reason to skip a width.
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import sys
 import time
@@ -98,9 +102,9 @@ def _solve(options: dict, width: int, connection) -> None:
     try:
         net = _network(width)
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
+        start = time.process_time()
         result = lipschitz_bound(net, attack=False, **options)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         connection.send({"time": elapsed, "memory_mb": (peak - baseline) / 1024,
                          "bound": result.bound, "naive": result.naive,
@@ -129,6 +133,10 @@ def main() -> None:
                              "a row that hits it reports status max_iter, still verified")
     parser.add_argument("--input-dim", type=int, default=INPUT,
                         help="input size (784: the 784-w-w-10 MNIST-sized nets)")
+    parser.add_argument("--eclipse", action="store_true",
+                        help="instead: method='fast' against ECLipsE-Fast (eclipse-nn) on "
+                             "784-w-w-10 (w in --widths) and 784-128x8-10")
+    parser.add_argument("--repeat", type=int, default=3, help="--eclipse: best of this many")
     parser.add_argument("--maxmin-nets", nargs="*", metavar="MAT",
                         help="instead: certify the real MaxMin nets (.mat files; no names: "
                              "the small ones in ../shared/data/maxmin_nets)")
@@ -140,6 +148,10 @@ def main() -> None:
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
         threadpool_limits(args.threads or 1)  # OpenBLAS spin-waits badly on a shared machine
+    if args.eclipse:
+        _eclipse_table(args.widths or ([64, 128] if args.quick else [64, 128, 256, 512, 1024]),
+                       args.repeat)
+        return
     METHODS[-1].options["device"] = args.device
     if args.max_iter:
         METHODS[-1].options["max_iter"] = args.max_iter
@@ -149,7 +161,7 @@ def main() -> None:
     print(f"LipSDP on {INPUT}-w-w-{OUTPUT} ReLU nets (solve + float64 verification), "
           f"cap {cap:.0f} s per solve, first-order on {args.device}, "
           f"{torch.get_num_threads()} torch thread(s)")
-    header = (f"{'width':>6} {'N':>6}  {'method':<22} {'time s':>9} {'peak MB':>9} "
+    header = (f"{'width':>6} {'N':>6}  {'method':<22} {'CPU s':>9} {'peak MB':>9} "
               f"{'bound':>10} {'bound/naive':>11} {'verified':>8} {'iters':>6} {'status':>8} "
               f"{'time/SCS':>9} {'bound/SCS':>9}")
     print(header)
@@ -180,6 +192,57 @@ def main() -> None:
             print(f"{prefix} {row['time']:>9.2f} {row['memory_mb']:>9.0f} {row['bound']:>10.5g} "
                   f"{row['bound'] / row['naive']:>11.4f} {str(row['verified']):>8} "
                   f"{row['n_iter']:>6} {row['status']:>8} {ratio} {bound_ratio}")
+        sys.stdout.flush()
+
+
+def _relu_chain(sizes: list[int], seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def _best_cpu_time(call: Callable[[], object], repeat: int) -> tuple[object, float]:
+    """``call()``'s value and its smallest CPU time over ``repeat`` runs (after one warm-up)."""
+    value, best = call(), math.inf
+    for _ in range(repeat):
+        start = time.process_time()
+        value = call()
+        best = min(best, time.process_time() - start)
+    return value, best
+
+
+def _eclipse_table(widths: list[int], repeat: int) -> None:
+    """``method="fast"`` (verified, compile and naive bound included) against ECLipsE-Fast on
+    784-w-w-10 and 784-128x8-10 ReLU nets (PyTorch default init, seed = w), one process."""
+    from certopt.sdp import lipschitz_bound
+
+    try:
+        from eclipse_nn import LipConstEstimator
+    except ImportError:
+        print("ECLipsE-Fast: skipped (the eclipse-nn package is not installed)")
+        return
+    nets = [[784, w, w, 10] for w in widths] + [[784] + [128] * 8 + [10]]
+    header = (f"{'net':<18} {'naive':>9} {'ECLipsE-Fast':>12} {'CPU s':>8} {'fast':>9} "
+              f"{'CPU s':>8} {'fast/ECL':>9} {'time ratio':>10}")
+    print(f"fast vs ECLipsE-Fast, {torch.get_num_threads()} torch thread(s), CPU seconds, "
+          f"best of {repeat}")
+    print(header)
+    print("-" * len(header))
+    for sizes in nets:
+        net = _relu_chain(sizes, sizes[1])
+        estimator = LipConstEstimator(model=net)
+        eclipse, eclipse_cpu = _best_cpu_time(
+            lambda e=estimator: float(e.estimate(method="ECLipsE_Fast")), repeat)
+        ours, ours_cpu = _best_cpu_time(
+            lambda net=net: lipschitz_bound(net, method="fast", attack=False), repeat)
+        name = "784-128x8-10" if len(sizes) > 4 else "-".join(map(str, sizes))
+        flag = "" if ours.verified else " UNVERIFIED"
+        print(f"{name:<18} {ours.naive:>9.5g} {eclipse:>12.6g} {eclipse_cpu:>8.3f} "
+              f"{ours.bound:>9.6g} {ours_cpu:>8.3f} {ours.bound / eclipse:>9.4f} "
+              f"{ours_cpu / eclipse_cpu:>10.2f}{flag}")
+        report(f"lipsdp_scaling eclipse {name} fast", ours_cpu, device="cpu")
         sys.stdout.flush()
 
 

@@ -36,10 +36,13 @@ not the proxy: that is what makes the bound tighter than the product of norms.
 What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
 ``ρ = λ_max(R)``; ℓ∞ the direction ``g = √diag(R)`` scaled by
 ``λ_max(G^{-1/2} R G^{-1/2})`` (optimal when ``R = bbᵀ`` has rank one:
-``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  Cost: per stage one extreme eigenvalue and
-one Cholesky of the stage's order plus the products with its pre-activation
-blocks; no SDP solver.  The answer is a feasible point of the same LMI (up to
-round-off), verified in float64 like every other (:mod:`certopt.sdp.verify`).
+``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  The whole elimination
+runs on the input's row space (:func:`~certopt.sdp.program.reduced_input`):
+``R`` is held as ``Q R̃ Qᵀ`` with ``R̃`` of order ``rank ≤ n_1``.  Cost: per
+stage one extreme eigenvalue and one Cholesky of the stage's order plus the
+products with its pre-activation blocks; no SDP solver.  The answer is a
+feasible point of the same LMI (up to round-off), verified in float64 like
+every other (:mod:`certopt.sdp.verify`).
 
 Exact cases (derived in the tests): one hidden layer whose output weights
 satisfy ``W_1ᵀW_1 = ν I`` (e.g. orthogonal): the bound is
@@ -54,53 +57,37 @@ import math
 import time
 
 import numpy as np
-import scipy.linalg
 
 from certopt.core.errors import UnsupportedError
 from certopt.core.result import Status
-from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks
-from certopt.sdp.program import Program
+from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks, eliminate
+from certopt.sdp.program import Program, Stage, reduced_input
 from certopt.sdp.result import SDPSolution
+from certopt.sdp.verify import scaled_top_eigenvalue, top_eigenvalue
 
 __all__ = ["solve_fast"]
 
 
-def _top_eigenvalue(matrix: np.ndarray) -> float:
-    n = matrix.shape[0]
-    return float(scipy.linalg.eigvalsh(matrix, subset_by_index=[n - 1, n - 1])[0])
-
-
-def _stage_scale(blocks: Blocks, unit: Blocks, segment: int, alpha: np.ndarray,
-                 beta: np.ndarray, pre_norm2: float) -> float:
-    """The closed-form ``t_s`` (module doc)."""
+def _stage_scale(blocks: Blocks, unit: Blocks, stage: Stage, segment: int) -> float:
+    """The closed-form ``t_s`` (module doc); ``A = ‖C_s‖₂²`` is only needed when ``K > 0``."""
+    alpha, beta = stage.qc.sector()
     size = unit[(segment, segment)].shape[0]
     own = blocks.get((segment, segment), np.zeros((size, size)))
     diag = np.diag(unit[(segment, segment)])
     inv_sqrt = 1.0 / np.sqrt(diag)
-    nu = max(_top_eigenvalue(-inv_sqrt[:, None] * own * inv_sqrt[None, :]), 0.0)
+    nu = max(top_eigenvalue(-inv_sqrt[:, None] * own * inv_sqrt[None, :]), 0.0)
     cross = [blocks[(k, segment)] for k in range(segment) if (k, segment) in blocks]
     k_norm2 = float(np.linalg.norm(np.vstack(cross), 2)) ** 2 if cross else 0.0
     m, r = 0.5 * np.abs(alpha + beta), 0.5 * (beta - alpha)
     r = np.maximum(r, 1e-3 * np.maximum(m, 1e-12))
-    t = float(np.max(nu * (1.0 + m / r) + math.sqrt(k_norm2 / max(pre_norm2, 1e-300)) / r))
+    coupling = 0.0  # √(K/A)
+    if k_norm2 > 0:
+        pre_norm2 = float(np.linalg.norm(np.hstack([stage.pre.terms[k]
+                                                    for k in sorted(stage.pre.terms)]), 2)) ** 2
+        coupling = math.sqrt(k_norm2 / max(pre_norm2, 1e-300))
+    t = float(np.max(nu * (1.0 + m / r) + coupling / r))
     floor = 1e-12 * max(nu, float(np.max(np.abs(own))) if own.size else 0.0, 1e-300)
     return max(t, nu * (1.0 + 1e-9), floor)
-
-
-def _eliminate(blocks: Blocks, segment: int) -> bool:
-    """Schur-complement segment ``segment`` out of ``blocks``; False if its block is not ≻ 0."""
-    try:
-        lower = scipy.linalg.cholesky(blocks.pop((segment, segment)), lower=True)
-    except np.linalg.LinAlgError:
-        return False
-    neighbours = sorted(k for (k, l) in list(blocks) if l == segment)
-    solved = {k: scipy.linalg.solve_triangular(lower, blocks.pop((k, segment)).T, lower=True)
-              for k in neighbours}
-    for i, k in enumerate(neighbours):
-        for l in neighbours[i:]:
-            update = -(solved[k].T @ solved[l])
-            blocks[(k, l)] = blocks[(k, l)] + update if (k, l) in blocks else update
-    return True
 
 
 def solve_fast(program: Program, norm: str, solver: str | None = None, *,
@@ -116,11 +103,13 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
     start = time.perf_counter()
     if solver is not None:
         raise UnsupportedError(f"solver: {solver!r} applies to method='lipsdp' only")
+    # the multipliers are those of the program on the input's row space x̃ = Qᵀx
+    working, basis = reduced_input(program)
     blocks: Blocks = {}
-    add_output_blocks(blocks, program, output_scale)
-    multipliers: list[dict[str, np.ndarray]] = [{} for _ in program.stages]
-    for segment in range(len(program.stages), 0, -1):
-        stage = program.stages[segment - 1]
+    add_output_blocks(blocks, working, output_scale)
+    multipliers: list[dict[str, np.ndarray]] = [{} for _ in working.stages]
+    for segment in range(len(working.stages), 0, -1):
+        stage = working.stages[segment - 1]
         sector = stage.qc.sector()
         if sector is None:
             raise UnsupportedError(
@@ -130,14 +119,12 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
         unit_multipliers = stage.qc.sector_multipliers(np.ones(stage.qc.size))
         unit: Blocks = {}
         add_stage_blocks(unit, stage, segment, unit_multipliers)
-        pre_norm2 = float(np.linalg.norm(np.hstack([stage.pre.terms[k]
-                                                    for k in sorted(stage.pre.terms)]), 2)) ** 2
-        scale = _stage_scale(blocks, unit, segment, *sector, pre_norm2)
+        scale = _stage_scale(blocks, unit, stage, segment)
         for _ in range(8):  # round-off near a singular block: move away from it
             trial = dict(blocks)
             for key, value in unit.items():
                 trial[key] = trial[key] + scale * value if key in trial else scale * value
-            if _eliminate(trial, segment):
+            if eliminate(trial, segment):
                 break
             scale *= 2.0
         else:
@@ -146,15 +133,15 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
         blocks = trial
         multipliers[segment - 1] = {k: scale * output_scale ** 2 * np.asarray(v, dtype=np.float64)
                                     for k, v in unit_multipliers.items()}
-    n0 = program.input_dim
+    n0 = working.input_dim
     demand = -blocks.get((0, 0), np.zeros((n0, n0)))
-    demand = 0.5 * (demand + demand.T)
+    demand = 0.5 * (demand + demand.T)  # R = Q·demand·Qᵀ
     if norm == "2":
-        weight = np.full(n0, max(_top_eigenvalue(demand), 0.0))
+        weight = np.full(program.input_dim, max(top_eigenvalue(demand), 0.0))
     else:
-        diagonal = np.diag(demand)
+        diagonal = (np.diag(demand) if basis is None
+                    else np.einsum("ia,ab,ib->i", basis, demand, basis))
         shape = np.sqrt(np.maximum(diagonal, 1e-24 * max(float(np.max(diagonal)), 1e-300)))
-        inv_sqrt = 1.0 / np.sqrt(shape)
-        weight = max(_top_eigenvalue(inv_sqrt[:, None] * demand * inv_sqrt[None, :]), 0.0) * shape
+        weight = max(scaled_top_eigenvalue(demand, shape, basis), 0.0) * shape
     return SDPSolution(weight * output_scale ** 2, tuple(multipliers), Status.OPTIMAL,
                        time.perf_counter() - start)

@@ -25,7 +25,7 @@ the SDP value (up to round-off, removed by the float64 verification of
 section 6 that the caller runs on the returned multipliers).  Any stage QC
 with a :meth:`~certopt.sdp.program.QuadraticConstraint.sector` works
 (slope-restricted stages, :class:`~certopt.sdp.rules.GroupSortQC`).
-Nonnegative multipliers are parameterised as ``exp(η)`` (and ``g = exp(ζ)``),
+Nonnegative multipliers are parameterised as ``exp(η)`` (and ``g = exp(3ζ)``),
 free ones (GroupSort's ``a``, ``b``) as the stage's starting weight times
 ``η``; ``F = (Σg)·λ_max`` is
 smoothed by a log-sum-exp over the spectrum, ``w·log Σ_i exp((Σg)·λ_i/w)``
@@ -35,7 +35,8 @@ width ``w = s·|F|`` on ``F``'s own scale, so that it is invariant to ``g → c�
 the SDP value),
 ``s = 10⁻¹, 10⁻², …, 10⁻⁵`` (from ``10⁻²`` in ℓ2 from a given start;
 continuation: ``s`` drops when the smoothed objective decreased by less than
-``max(tol, 10⁻²s)·|F|`` over ``patience`` iterations, restarting from the best
+``max(tol, 10⁻²s)·|F|`` over ``patience/2`` iterations (``patience`` at the
+finest level, whose stall ends the run), restarting from the best
 point), plus the vanishing barrier
 ``β Σ_j log(z_jᵀS⁻¹z_j)`` (8 fixed Gaussian probes ``z_j``, ``β = 0.1·w/8``;
 near the boundary it behaves like ``−8β log λ_min(S)``, at the cost of two
@@ -63,7 +64,7 @@ first ReLU layer, are eliminated first: :class:`_BlockCholesky`), one
 triangular solve with ``r`` right-hand sides, one symmetric
 eigendecomposition of order ``r`` and ``O(n²k)`` for the gradient; all in
 torch, on any device.  ``r <= n_0`` is the rank of the input's row space
-(:func:`_reduced_input`): every quantity sees ``x`` through ``Qᵀx``, so
+(:func:`~certopt.sdp.program.reduced_input`): every quantity sees ``x`` through ``Qᵀx``, so
 ``R = Q R̃ Qᵀ`` and, in ℓ∞ too, the spectrum of ``G^{-1/2} R G^{-1/2}`` is
 that of ``Lᵀ R̃ L`` with ``L Lᵀ = Qᵀ G⁻¹ Q`` (order ``r``; the ``n_0`` shape
 variables only enter through ``O(n_0 r²)`` products).
@@ -87,7 +88,7 @@ from certopt.core.lbfgs import LBFGSMemory
 from certopt.core.progress import progress
 from certopt.core.result import Status
 from certopt.sdp.lmi import assemble_numpy, lmi_blocks
-from certopt.sdp.program import LinearExpr, Program, QCForm, Stage
+from certopt.sdp.program import Program, QCForm, Stage, reduced_input
 
 __all__ = ["FirstOrderSolution", "initial_multipliers", "solve_first_order"]
 _SMOOTH0 = 1e-1
@@ -103,6 +104,16 @@ _SMOOTH_FACTOR = 0.1
 """Factor between successive smoothing widths."""
 _LEVEL_TOL = 0.01
 """A coarse level ends when its smoothed objective improves by less than this times its width."""
+_COARSE_PATIENCE = 0.5
+"""A coarse level's stall window, as a fraction of ``patience`` (the finest level uses all of
+it): a coarse level only positions the next one, and its window is a floor on the
+iterations every level costs."""
+_SHAPE_SCALE = 3.0
+"""ℓ∞: ``log g = _SHAPE_SCALE·z`` for the shape's coordinates ``z``.  The ``n_0`` shape
+entries each carry a gradient of order ``F/n_0``, far below the multipliers', so steepest
+descent steps (capped by their largest entry, ``lr``) and L-BFGS's scalar initial
+Hessian barely moved them; the factor balances the two blocks (chosen on the paper's MaxMin
+nets, see benchmarks/RESULTS.md)."""
 _BARRIER = 0.1
 """Weight of the barrier ``Σ_j log(z_jᵀS⁻¹z_j)`` relative to ``width / k``."""
 _N_PROBES = 8
@@ -169,7 +180,7 @@ class _Parametrization:
 
     A nonnegative multiplier (a cvxpy variable declared ``nonneg`` by the QC)
     is ``exp(z)``; a free one is ``scale·z`` with ``scale`` the stage's mean
-    starting weight; ℓ∞ appends ``log g`` (``n_0`` entries).
+    starting weight; ℓ∞ appends ``log g / _SHAPE_SCALE`` (``n_0`` entries).
     """
 
     def __init__(self, program: Program, starts: Sequence[Mapping[str, np.ndarray]],
@@ -185,8 +196,8 @@ class _Parametrization:
                 value = np.asarray(start[name], dtype=np.float64).reshape(-1)
                 self.entries.append((index, name, value.size, nonneg, scale))
                 initial.append(np.log(_positive(value)) if nonneg else value / scale)
-        initial.append(np.zeros(shape_size) if start_shape is None
-                       else np.log(_positive(start_shape / np.mean(start_shape))))
+        initial.append(np.zeros(shape_size) if start_shape is None else
+                       np.log(_positive(start_shape / np.mean(start_shape))) / _SHAPE_SCALE)
         self.n_stages, self.shape_size = len(program.stages), shape_size
         self.sizes = [e[2] for e in self.entries] + [shape_size]
         self.initial = torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device)
@@ -199,8 +210,8 @@ class _Parametrization:
         return result
 
     def log_shape(self, z: torch.Tensor) -> torch.Tensor:
-        """``log g`` (ℓ∞; empty for ℓ2)."""
-        return z[z.shape[0] - self.shape_size:]
+        """``log g = _SHAPE_SCALE·z_shape`` (ℓ∞; empty for ℓ2)."""
+        return _SHAPE_SCALE * z[z.shape[0] - self.shape_size:]
 
     def numpy_multipliers(self, z: torch.Tensor) -> list[dict[str, np.ndarray]]:
         return [{name: v.detach().to("cpu", torch.float64).numpy() for name, v in m.items()}
@@ -349,6 +360,7 @@ class _Evaluation:
         self.zero_weight = torch.zeros(self.n0, dtype=dtype, device=device)
         self.probes: torch.Tensor | None = None
         self.diagonal_prefix: int | None = None  # found on the first evaluation
+        self.matrix: torch.Tensor | None = None  # the dense LMI, refilled by every evaluation
 
     def __call__(self, z: torch.Tensor, width: float | None
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
@@ -358,7 +370,7 @@ class _Evaluation:
         with torch.no_grad():
             blocks = lmi_blocks(program, self.zero_weight, self.param.multipliers(z),
                                 convert=self.constants)
-            matrix = assemble_numpy(program, blocks)
+            matrix = self.matrix = assemble_numpy(program, blocks, self.matrix)
             if self.diagonal_prefix is None:
                 self.diagonal_prefix = _diagonal_prefix(matrix[n0:, n0:], program)
             chol = _BlockCholesky.factor(matrix[n0:, n0:], self.diagonal_prefix)
@@ -414,7 +426,7 @@ class _Evaluation:
                 full = self.basis @ torch.linalg.solve_triangular(lift.T, vec, upper=True)
                 squares = full ** 2 / shape[:, None]
             shape_grad = shape * (weights @ eig) - total * (squares @ (weights * eig))
-            grad[grad.shape[0] - shape.shape[0]:] += shape_grad
+            grad[grad.shape[0] - shape.shape[0]:] += _SHAPE_SCALE * shape_grad
         return smooth, grad, value
 
     def _shape_factor(self, shape: torch.Tensor) -> torch.Tensor:
@@ -507,7 +519,7 @@ def solve_first_order(
     tol = check_scalar(tol, "tol", low=0)
     lr = check_scalar(lr, "lr", low=0, low_inclusive=False)
     dev = resolve_device(device)
-    working, basis = _reduced_input(program, dev)
+    working, basis = reduced_input(program)
     if start is None:
         start_weights, _ = initial_multipliers(program, device=dev)
         starts = [stage.qc.sector_multipliers(t)
@@ -557,7 +569,8 @@ def solve_first_order(
                 break
             final = smoothing <= _SMOOTH_END * 1.0001
             level_tol = (tol if final else max(tol, _LEVEL_TOL * smoothing)) * abs(best_value)
-            stalled = len(level) > patience and level[-patience - 1] - level[-1] <= level_tol
+            window = patience if final else max(1, int(_COARSE_PATIENCE * patience))
+            stalled = len(level) > window and level[-window - 1] - level[-1] <= level_tol
             if stalled or line_search_failed:
                 if final:
                     status = Status.OPTIMAL if stalled else Status.INACCURATE
@@ -607,32 +620,3 @@ def solve_first_order(
         solve_time=time.perf_counter() - started,
         history={"value": history, "evaluations": evaluations},
     )
-
-
-def _reduced_input(program: Program, device: torch.device
-                   ) -> tuple[Program, np.ndarray | None]:
-    """The same program on ``x̃ = Qᵀx``, ``Q`` an orthonormal basis of the input's row space,
-    and ``Q`` (``None``: no reduction, when the rank is at least 3/4 of the input size).
-
-    Every quantity depends on ``x`` through ``C_k[0] x = C_k[0] Q Qᵀ x``, so the
-    LMI's input block is ``Q R̃ Qᵀ``: in ℓ2 ``ρ`` and the multipliers are
-    unchanged, and in ℓ∞ ``diag(γ) ⪰ Q R̃ Qᵀ`` is an eigenproblem of the
-    reduced order (:meth:`_Evaluation._shape_factor`): a 784-input net with a
-    16-wide first layer gives a 16-dimensional eigenproblem instead of a
-    784-dimensional one.  The SVD runs in torch on ``device``.
-    """
-    exprs = [stage.pre for stage in program.stages] + [program.output]
-    blocks = [e.terms[0] for e in exprs if 0 in e.terms]
-    stacked = torch.as_tensor(np.vstack(blocks), dtype=torch.float64, device=device)
-    _, singular, vh = torch.linalg.svd(stacked, full_matrices=False)
-    rank = int((singular > singular[0] * 1e-13).sum()) if singular.numel() else 0
-    if rank >= 0.75 * program.input_dim:
-        return program, None
-    basis = vh[:max(rank, 1)].T.to("cpu").numpy()
-
-    def project(expr: LinearExpr) -> LinearExpr:
-        terms = {k: (b @ basis if k == 0 else b) for k, b in expr.terms.items()}
-        return LinearExpr(expr.shape, terms)
-
-    stages = tuple(Stage(project(st.pre), st.qc, st.label) for st in program.stages)
-    return Program((basis.shape[1],), stages, project(program.output)), basis

@@ -238,7 +238,7 @@ def _certify(program: Program, norm: str, method: str, solver: str | None, naive
     if verify:
         check = verify_certificate(program, solution.input_weight, solution.multipliers, norm)
         verified, bound = check.verified, check.bound
-        weight, multipliers, min_eig = check.input_weight, check.multipliers, check.min_eigenvalue
+        weight, multipliers, shift = check.input_weight, check.multipliers, check.cholesky_shift
         if not verified:
             warnings.warn(
                 f"the {method} solution (status {solution.status}) failed the float64 "
@@ -246,10 +246,10 @@ def _certify(program: Program, norm: str, method: str, solver: str | None, naive
             bound = naive
     else:
         verified, bound = False, solver_bound
-        weight, multipliers, min_eig = solution.input_weight, solution.multipliers, math.nan
+        weight, multipliers, shift = solution.input_weight, solution.multipliers, math.nan
     if verified and bound > naive:
         bound = naive  # the naive bound is sound too; keep the certificate for reference
-    residuals = {"lmi_min_eigenvalue": min_eig,
+    residuals = {"lmi_cholesky_shift": shift,
                  "verification_increase": bound / solver_bound - 1 if solver_bound else math.nan}
     return dict(bound=bound, status=solution.status, residuals=residuals,
                 n_iter=solution.n_iter, solve_time=time.perf_counter() - start,

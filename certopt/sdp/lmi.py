@@ -25,6 +25,7 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
+import scipy.linalg
 import torch
 
 from certopt.sdp.program import Program, Stage
@@ -146,17 +147,50 @@ def add_stage_blocks(blocks: Blocks, stage: Stage, segment: int, multipliers: Ma
         _accumulate(blocks, (segment, segment), -own)
 
 
-def assemble_numpy(program: Program, blocks: Blocks) -> Any:
-    """The dense symmetric ``M`` from numpy (float64) or torch blocks (dtype, device kept)."""
+def eliminate(blocks: Blocks, segment: int) -> bool:
+    """Schur-complement segment ``segment`` out of numpy ``blocks`` (in place).
+
+    With ``L Lᵀ = M_ss`` (Cholesky) every pair of neighbours ``k <= l`` of the
+    segment gets ``M_kl −= (L⁻¹M_sk)ᵀ(L⁻¹M_sl)``; the segment's blocks are
+    removed.  Eliminating every segment but the input in any order is a
+    Cholesky factorisation of ``M`` with its rows permuted, skipping exact
+    zero blocks, so it certifies ``M ≻ 0`` as a dense factorisation would.
+    Returns False (``blocks`` then partly updated) when ``M_ss`` is not
+    numerically positive definite.
+    """
+    try:
+        lower = scipy.linalg.cholesky(blocks.pop((segment, segment)), lower=True,
+                                      check_finite=False)
+    except np.linalg.LinAlgError:
+        return False
+    neighbours = sorted(k for (k, l) in list(blocks) if l == segment)
+    solved = {k: scipy.linalg.solve_triangular(lower, blocks.pop((k, segment)).T, lower=True,
+                                               check_finite=False)
+              for k in neighbours}
+    for i, k in enumerate(neighbours):
+        for l in neighbours[i:]:
+            _accumulate(blocks, (k, l), -(solved[k].T @ solved[l]))
+    return True
+
+
+def assemble_numpy(program: Program, blocks: Blocks, out: Any = None) -> Any:
+    """The dense symmetric ``M`` from numpy (float64) or torch blocks (dtype, device kept).
+
+    ``out``: a matrix an earlier call returned for blocks with the same keys, refilled in
+    place (the entries no block covers are still that call's zeros): an iterative solver
+    then allocates and clears the dense matrix once.
+    """
     offsets = np.concatenate([[0], np.cumsum(program.segment_sizes)]).tolist()
     first = blocks[(0, 0)]
-    matrix = (torch.zeros((offsets[-1],) * 2, dtype=first.dtype, device=first.device)
-              if isinstance(first, torch.Tensor) else np.zeros((offsets[-1], offsets[-1])))
+    matrix = out
+    if matrix is None:
+        matrix = (torch.zeros((offsets[-1],) * 2, dtype=first.dtype, device=first.device)
+                  if isinstance(first, torch.Tensor) else np.zeros((offsets[-1], offsets[-1])))
     for (i, j), block in blocks.items():
         rows, cols = slice(offsets[i], offsets[i + 1]), slice(offsets[j], offsets[j + 1])
-        matrix[rows, cols] += block
+        matrix[rows, cols] = block
         if i != j:
-            matrix[cols, rows] += block.T
+            matrix[cols, rows] = block.T
     return matrix
 
 

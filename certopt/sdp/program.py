@@ -314,6 +314,45 @@ class Program:
                 f"output={self.output_dim}, state_dim={self.state_dim})")
 
 
+def input_basis(program: Program) -> np.ndarray | None:
+    """An orthonormal basis ``Q`` (``n_0 × r``) of the input's row space, or ``None``.
+
+    Every quantity of the program sees ``x`` through the input blocks
+    ``C_k[0]`` of the stages and the output, so ``x`` only matters through
+    ``Qᵀx``: the LMI's input block (after eliminating the other segments) is
+    ``Q R̃ Qᵀ`` and its top eigenvalue that of the order-``r`` matrix ``R̃``.
+    ``None`` (no reduction worth it) when those blocks have at least ``3/4·n_0``
+    rows or rank, or there are none.
+    """
+    blocks = [e.terms[0] for e in (*(st.pre for st in program.stages), program.output)
+              if 0 in e.terms]
+    if not blocks or sum(b.shape[0] for b in blocks) >= 0.75 * program.input_dim:
+        return None
+    _, singular, vh = np.linalg.svd(np.vstack(blocks), full_matrices=False)
+    rank = int((singular > singular[0] * 1e-13).sum()) if singular.size else 0
+    return None if rank >= 0.75 * program.input_dim else vh[:max(rank, 1)].T
+
+
+def reduced_input(program: Program) -> tuple[Program, np.ndarray | None]:
+    """The same program on ``x̃ = Qᵀx`` (:func:`input_basis`), and ``Q`` (``None``: unchanged).
+
+    In ℓ2 ``ρ`` and the multipliers are those of the full program; in ℓ∞
+    ``diag(γ) ⪰ Q R̃ Qᵀ`` is an eigenproblem of the reduced order (see
+    :mod:`certopt.sdp.first_order`): a 784-input net with a 16-wide first layer
+    gives a 16-dimensional eigenproblem instead of a 784-dimensional one.
+    """
+    basis = input_basis(program)
+    if basis is None:
+        return program, None
+
+    def project(expr: LinearExpr) -> LinearExpr:
+        return LinearExpr(expr.shape, {k: (b @ basis if k == 0 else b)
+                                       for k, b in expr.terms.items()})
+
+    stages = tuple(Stage(project(st.pre), st.qc, st.label) for st in program.stages)
+    return Program((basis.shape[1],), stages, project(program.output)), basis
+
+
 class ProgramBuilder:
     """Builds a :class:`Program` stage by stage (used by compiler rules).
 

@@ -62,7 +62,9 @@ class LipschitzResult(SolverResult):
         Seconds spent solving the SDP and verifying it (not compiling the
         network nor running the attack).
     residuals:
-        ``lmi_min_eigenvalue`` of the verified LMI matrix (``>= 0``) and
+        ``lmi_cholesky_shift``, a ``δ > 0`` such that the verified LMI matrix minus
+        ``δ·I`` passed a float64 Cholesky factorisation (so the matrix is positive
+        definite; ``δ`` covers the factorisation's round-off), and
         ``verification_increase = bound / solver_bound - 1``.
     """
 

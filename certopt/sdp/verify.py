@@ -10,7 +10,9 @@ complement
     diag(γ) ⪰ S := M_0[x, r] M_0[r, r]⁻¹ M_0[r, x] − M_0[x, x],
 
 ℓ2: ``ρ = λ_max(S)``; ℓ∞: the smaller of ``γ + max(0, λ_max(S − diag γ))·1``
-and ``s·γ`` with ``s = λ_max(diag(γ)^{-1/2} S diag(γ)^{-1/2})``.  If
+and ``s·γ`` with ``s = λ_max(diag(γ)^{-1/2} S diag(γ)^{-1/2})`` (only ``s·γ`` when
+``S`` lives on the input's row space of rank ``r < 3n_0/4`` and ``γ > 0``; both
+eigenproblems then have order ``r``, :func:`scaled_top_eigenvalue`).  If
 ``M_0[r, r]`` is not positive definite the multipliers are scaled up by
 ``1 + κ`` (κ = 1e-9 … 1e-1; the QC cone is closed under scaling).  Finally
 the weights are raised by a small relative margin until the full
@@ -18,6 +20,13 @@ the weights are raised by a small relative margin until the full
 ``δ = 10 · dim · eps · max_i |M_ii|`` covering the rounding of the
 factorisation (every weight also gets ``2δ``, so inputs the network ignores, whose
 weight is ``≈ 0``, pass).  The reported bound is ``√(Σγ)`` for the weights that passed.
+
+The factorisation runs segment by segment, from the last
+(:func:`~certopt.sdp.lmi.eliminate`): the activation blocks once per candidate
+(twice when the weights raise ``δ``), then one factorisation of order ``n_0`` per
+trial weight; zero blocks are never formed, so a deep chain costs ``Σ n_s³``,
+not ``(Σ n_s)³``.  :meth:`~certopt.sdp.result.LipschitzResult.check` re-checks a
+certificate with the dense factorisation (:func:`passes_cholesky`).
 """
 
 from __future__ import annotations
@@ -30,8 +39,8 @@ import numpy as np
 import scipy.linalg
 
 from certopt.core.errors import CertoptError
-from certopt.sdp.lmi import assemble_numpy, lmi_blocks
-from certopt.sdp.program import Program, SlopeRestricted
+from certopt.sdp.lmi import Blocks, assemble_numpy, eliminate, lmi_blocks
+from certopt.sdp.program import Program, SlopeRestricted, input_basis
 
 _SCALINGS = (0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 _BLENDS = (1e-8, 1e-6, 1e-4, 1e-2)
@@ -70,7 +79,9 @@ class Verification(NamedTuple):
     bound: float
     input_weight: np.ndarray
     multipliers: tuple[dict[str, np.ndarray], ...]
-    min_eigenvalue: float
+    cholesky_shift: float
+    """``δ`` such that ``M(γ) − δI`` passed the float64 Cholesky factorisation (so ``M ≻ 0``:
+    ``δ`` covers the factorisation's round-off); ``nan`` when not verified."""
 
 
 def bound_from_weight(input_weight: np.ndarray, norm: str) -> float:
@@ -90,6 +101,13 @@ def lmi_matrix(program: Program, input_weight: np.ndarray,
     """The dense float64 LMI matrix ``M`` (it must be ⪰ 0 for a valid certificate)."""
     weight = np.asarray(input_weight, dtype=np.float64)
     return assemble_numpy(program, lmi_blocks(program, weight, multipliers))
+
+
+def top_eigenvalue(matrix: np.ndarray) -> float:
+    """``λ_max`` of a symmetric float64 matrix (LAPACK, only the top eigenvalue)."""
+    n = matrix.shape[0]
+    return float(scipy.linalg.eigvalsh(matrix, subset_by_index=[n - 1, n - 1],
+                                       check_finite=False)[0])
 
 
 def _cholesky_shift(max_diagonal: float, order: int) -> float:
@@ -116,17 +134,41 @@ def _scaled(multipliers: Sequence[Mapping[str, np.ndarray]], factor: float
     return tuple({k: factor * v for k, v in m.items()} for m in multipliers)
 
 
-def _smallest_weight(schur: np.ndarray, weight: np.ndarray, norm: str) -> np.ndarray:
-    """Cheapest input weights ``γ' ⪰ S`` in the direction the solver chose."""
-    if norm == "2":
-        return np.full(len(weight), max(float(scipy.linalg.eigvalsh(schur)[-1]), 0.0))
-    weight = np.maximum(np.nan_to_num(weight, nan=0.0), 0.0)
-    shift = max(float(scipy.linalg.eigvalsh(schur - np.diag(weight))[-1]), 0.0)
-    candidates = [weight + shift]
-    if np.all(weight > 0):
+def scaled_top_eigenvalue(matrix: np.ndarray, weight: np.ndarray,
+                          basis: np.ndarray | None) -> float:
+    """``λ_max(W^{-1/2} R W^{-1/2})``, ``W = diag(weight) ≻ 0``: the smallest ``s`` with
+    ``s·W ⪰ R``.
+
+    ``R = matrix`` (``n_0 × n_0``), or ``R = Q·matrix·Qᵀ`` with ``Q = basis`` (``n_0 × r``,
+    orthonormal columns) and ``matrix`` of order ``r``: then the nonzero eigenvalues are
+    those of ``Lᵀ·matrix·L`` with ``L Lᵀ = Qᵀ W⁻¹ Q`` (order ``r``; the rest are 0).
+    """
+    if basis is None:
         inv_sqrt = 1.0 / np.sqrt(weight)
-        scale = float(scipy.linalg.eigvalsh(inv_sqrt[:, None] * schur * inv_sqrt[None, :])[-1])
-        candidates.append(max(scale, 0.0) * weight)
+        return top_eigenvalue(inv_sqrt[:, None] * matrix * inv_sqrt[None, :])
+    lower = scipy.linalg.cholesky(basis.T @ (basis / weight[:, None]), lower=True,
+                                  check_finite=False)
+    return max(top_eigenvalue(lower.T @ matrix @ lower), 0.0)
+
+
+def _smallest_weight(schur: np.ndarray, weight: np.ndarray, norm: str,
+                     basis: np.ndarray | None) -> np.ndarray:
+    """Cheapest input weights ``γ' ⪰ S`` in the direction the solver chose.
+
+    ℓ2: ``λ_max(S)``, from ``QᵀSQ`` when ``S = QQᵀSQQᵀ`` lives on the input's row
+    space ``Q = basis``.  ℓ∞: ``s·γ`` (:func:`scaled_top_eigenvalue`) and, when ``γ`` has
+    zeros or ``S`` is not known to be low-rank, ``γ + λ_max(S − diag γ)·1``, whichever sums
+    to less (on a low-rank ``S`` the shift pays ``n_0`` times for a few directions).
+    """
+    reduced = schur if basis is None else basis.T @ schur @ basis
+    if norm == "2":
+        return np.full(len(weight), max(top_eigenvalue(reduced), 0.0))
+    weight = np.maximum(np.nan_to_num(weight, nan=0.0), 0.0)
+    candidates = []
+    if np.all(weight > 0):
+        candidates.append(max(scaled_top_eigenvalue(reduced, weight, basis), 0.0) * weight)
+    if basis is None or not candidates:
+        candidates.append(weight + max(top_eigenvalue(schur - np.diag(weight)), 0.0))
     return min(candidates, key=lambda g: float(g.sum()))
 
 
@@ -146,37 +188,66 @@ def _candidates(program: Program, projected: tuple[dict[str, np.ndarray], ...]
             yield tuple({"t": (1.0 - eps) * m["t"] + eps * t0} for m, t0 in zip(projected, start))
 
 
+def _input_schur(base: Blocks, sizes: Sequence[int], shift: float) -> np.ndarray | None:
+    """``M_0[x, x] − M_0[x, r] (M_0[r, r] − shift·I)⁻¹ M_0[r, x]`` by eliminating the segments
+    of ``r`` from the last (:func:`~certopt.sdp.lmi.eliminate`), or ``None`` when
+    ``M_0[r, r] − shift·I`` fails the Cholesky factorisation."""
+    blocks = dict(base)
+    for segment in range(1, len(sizes)):
+        block = blocks.get((segment, segment), np.zeros((sizes[segment],) * 2))
+        blocks[(segment, segment)] = block - shift * np.eye(sizes[segment])
+    for segment in range(len(sizes) - 1, 0, -1):
+        if not eliminate(blocks, segment):
+            return None
+    head = blocks[(0, 0)]
+    return 0.5 * (head + head.T)
+
+
 def verify(program: Program, input_weight: np.ndarray,
            multipliers: Sequence[Mapping[str, np.ndarray]], norm: str) -> Verification:
     """Certify ``program``'s Lipschitz bound from a (possibly inexact) solver answer.
 
     Returns the verified bound ``√(Σγ)`` and the certificate, or
     ``verified=False`` (bound ``inf``) when no scaling of the multipliers
-    makes ``M_0[r, r]`` positive definite.
+    makes ``M_0[r, r]`` positive definite.  The Cholesky test of the module
+    doc runs segment by segment (:func:`_input_schur`): the activation
+    segments are factored once per candidate, each trial weight costs one
+    factorisation of order ``n_0``.
     """
     n0 = program.input_dim
+    order = program.state_dim
     projected = tuple(stage.qc.project(m) for stage, m in zip(program.stages, multipliers,
                                                                   strict=True))
     if any(not np.all(np.isfinite(v)) for m in projected for v in m.values()):
-        return Verification(False, math.inf, np.asarray(input_weight), projected, -math.inf)
+        return Verification(False, math.inf, np.asarray(input_weight), projected, math.nan)
+    sizes = program.segment_sizes
+    basis = input_basis(program)
     for stage_mult in _candidates(program, projected):
-        base = lmi_matrix(program, np.zeros(n0), stage_mult)
-        rest, cross, head = base[n0:, n0:], base[:n0, n0:], base[:n0, :n0]
-        if not passes_cholesky(rest):
+        base = lmi_blocks(program, np.zeros(n0), stage_mult)
+        largest = max(float(np.max(np.abs(np.diag(base[(k, k)])), initial=0.0))
+                      for k in range(len(sizes)) if (k, k) in base)
+        if not math.isfinite(largest):
             continue
-        factor = scipy.linalg.cho_factor(rest)
-        schur = cross @ scipy.linalg.cho_solve(factor, cross.T) - head
-        weight = _smallest_weight(0.5 * (schur + schur.T), np.asarray(input_weight), norm)
-        floor = 1e-300 + float(np.max(np.abs(base))) * 1e-15
-        # passes_cholesky tests M − δI: an input weight below δ (an input the network
-        # ignores, e.g. a blank pixel, gets γ_j ≈ 0) would fail it whatever the margin
-        delta = 2 * _cholesky_shift(max(float(np.max(np.abs(np.diag(base)))),
-                                        float(np.max(weight, initial=0.0))), len(base))
+        shift = _cholesky_shift(largest, order)
+        head = _input_schur(base, sizes, shift)
+        if head is None:
+            continue
+        weight = _smallest_weight(-head, np.asarray(input_weight), norm, basis)
+        # M(γ) − δI with δ = _cholesky_shift(max_i |M_ii|): |M_ii| <= largest + max γ.  An
+        # input weight below δ (an input the network ignores, e.g. a blank pixel, gets
+        # γ_j ≈ 0) would fail whatever the margin: every weight also gets 2δ
+        shift = max(shift, _cholesky_shift(2.0 * (largest + float(np.max(weight, initial=0.0))),
+                                           order))
+        head = _input_schur(base, sizes, shift)
+        if head is None:
+            continue
+        floor = 1e-300 + largest * 1e-15
         for margin in _MARGINS:
-            trial = weight * (1.0 + margin) + margin * floor + delta
-            matrix = base + np.diag(np.concatenate([trial, np.zeros(len(base) - n0)]))
-            if passes_cholesky(matrix):
-                min_eig = float(scipy.linalg.eigvalsh(matrix, subset_by_index=[0, 0])[0])
-                return Verification(True, bound_from_weight(trial, norm), trial, stage_mult,
-                                    min_eig)
-    return Verification(False, math.inf, np.asarray(input_weight), projected, -math.inf)
+            trial = weight * (1.0 + margin) + margin * floor + 2.0 * shift
+            try:
+                scipy.linalg.cholesky(head + np.diag(trial - shift), lower=True,
+                                      check_finite=False)
+            except np.linalg.LinAlgError:
+                continue
+            return Verification(True, bound_from_weight(trial, norm), trial, stage_mult, shift)
+    return Verification(False, math.inf, np.asarray(input_weight), projected, math.nan)

@@ -12,6 +12,8 @@ from certopt.sdp.compiler import compile_network
 from certopt.sdp.fast import solve_fast
 from certopt.sdp.first_order import solve_first_order
 from certopt.sdp.maxmin_nets import load_maxmin_mat
+from certopt.sdp.program import input_basis
+from certopt.sdp.verify import scaled_top_eigenvalue
 from tests.sdp.test_orthogonal import DATA
 
 
@@ -128,3 +130,48 @@ def test_inf_verifies_with_inputs_the_network_ignores():
     net = load_maxmin_mat(DATA / "resweights_8_32.mat", output_rows=[8])
     result = lipschitz_bound(net, norm="inf", method="fast", attack=False)
     assert result.verified and result.check() and result.bound < 0.5 * result.naive
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh, MaxMin])
+def test_fast_on_the_input_row_space_matches_the_full_program(activation):
+    # 40 inputs seen through 6 rows: fast's ℓ2 elimination runs on a 6-dimensional input;
+    # the verification (full program, dense certificate) must not need to raise its ρ
+    net = _layers(lambda n: activation(), (40, 6, 6, 3), 7)
+    program = compile_network(net)
+    basis = input_basis(program)
+    assert basis is not None and basis.shape == (40, 6)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(6), atol=1e-12)
+    first = program.stages[0].pre.terms[0]
+    np.testing.assert_allclose(first @ basis @ basis.T, first, atol=1e-12)
+    reduced = solve_fast(program, "2")
+    assert reduced.input_weight.shape == (40,)
+    result = lipschitz_bound(net, method="fast", attack=False)
+    assert result.verified and result.check()
+    assert 0 <= result.residuals["verification_increase"] < 1e-8
+    assert result.bound == pytest.approx(math.sqrt(reduced.input_weight[0]), rel=1e-8)
+    exact = lipschitz_bound(net, method="lipsdp", attack=False)
+    assert exact.bound <= result.bound * (1 + 1e-6) <= result.naive * (1 + 1e-6)
+    # ℓ∞: the shape √diag(R) and its scale come from the 6-dimensional R̃ as well
+    reduced = solve_fast(program, "inf")
+    result = lipschitz_bound(net, norm="inf", method="fast", attack=False)
+    assert result.verified and result.check()
+    assert 0 <= result.residuals["verification_increase"] < 1e-8
+    assert result.bound == pytest.approx(math.sqrt(reduced.input_weight.sum()), rel=1e-8)
+    exact = lipschitz_bound(net, norm="inf", method="lipsdp", attack=False)
+    assert exact.bound <= result.bound * (1 + 1e-6)
+
+
+def test_scaled_top_eigenvalue_on_the_row_space_matches_the_dense_one():
+    rng = np.random.default_rng(3)
+    n0, rank = 30, 5
+    basis, _ = np.linalg.qr(rng.normal(size=(n0, rank)))
+    factor = rng.normal(size=(rank, rank))
+    for reduced in (factor @ factor.T, factor @ factor.T - 3.0 * np.eye(rank)):
+        full = basis @ reduced @ basis.T
+        weight = rng.uniform(0.2, 2.0, n0)
+        inv_sqrt = 1.0 / np.sqrt(weight)
+        dense = max(np.linalg.eigvalsh(inv_sqrt[:, None] * full * inv_sqrt[None, :])[-1], 0.0)
+        assert scaled_top_eigenvalue(reduced, weight, basis) == pytest.approx(dense, abs=1e-12,
+                                                                              rel=1e-10)
+        assert scaled_top_eigenvalue(full, weight, None) == pytest.approx(
+            np.linalg.eigvalsh(inv_sqrt[:, None] * full * inv_sqrt[None, :])[-1], rel=1e-10)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from certopt.sdp.lmi import assemble_numpy, lmi_blocks
+from certopt.sdp.lmi import assemble_numpy, eliminate, lmi_blocks
 from certopt.sdp.program import LinearExpr, ProgramBuilder, SlopeRestricted
 from certopt.sdp.verify import bound_from_weight, lmi_matrix
 
@@ -68,3 +68,29 @@ def test_bound_from_weight():
     assert bound_from_weight(np.array([1.0, 4.0]), "2") == pytest.approx(2.0)
     assert bound_from_weight(np.array([1.0, 3.0]), "inf") == pytest.approx(2.0)
     assert bound_from_weight(np.array([np.nan]), "2") == np.inf
+
+
+def test_refilled_buffer_and_segment_elimination_match_the_dense_matrix():
+    rng = np.random.default_rng(1)
+    program = _program_with_skips(rng)
+    n0 = program.input_dim
+    buffer = None
+    for _ in range(2):  # the second call refills the first call's matrix in place
+        gamma = rng.uniform(5.0, 9.0, n0)
+        multipliers = [{"t": rng.uniform(0.5, 1, st.qc.size)} for st in program.stages]
+        expected = _dense_lmi(program, gamma, multipliers)
+        buffer = assemble_numpy(program, lmi_blocks(program, gamma, multipliers), buffer)
+        np.testing.assert_allclose(buffer, expected, atol=1e-12)
+    # eliminating the activation segments (skips included) leaves the input's Schur complement;
+    # it fails on the indefinite activation block of the multipliers above
+    assert np.linalg.eigvalsh(expected[n0:, n0:])[0] < 0
+    blocks = lmi_blocks(program, gamma, multipliers)
+    assert not all(eliminate(blocks, segment) for segment in (2, 1))
+    multipliers = [{"t": rng.uniform(40, 50, 5)}, {"t": rng.uniform(2, 3, 3)}]
+    expected = _dense_lmi(program, gamma, multipliers)
+    rest, cross = expected[n0:, n0:], expected[:n0, n0:]
+    assert np.linalg.eigvalsh(rest)[0] > 0
+    blocks = lmi_blocks(program, gamma, multipliers)
+    assert eliminate(blocks, 2) and eliminate(blocks, 1) and list(blocks) == [(0, 0)]
+    np.testing.assert_allclose(blocks[(0, 0)], expected[:n0, :n0]
+                               - cross @ np.linalg.solve(rest, cross.T), atol=1e-10)
