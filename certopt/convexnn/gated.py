@@ -65,7 +65,7 @@ GATED_IP_MAX_SIZE = {"hinge": 5_000_000}
 """Largest n P d~ whose gated program goes to the interior point, per loss (others: FISTA).
 Measured for the hinge at the defaults (benchmarks/RESULTS.md, gated hinge): Clarabel
 certified gaps <= 1.3e-6 in 3-13 CPU s up to n P d~ = 4.2e6, where FISTA through
-narrowing smoothings stalled at certified gaps of 1e-3 to 5e-3 after 21-59 CPU s."""
+narrowing smoothings stalled at certified gaps of 1e-3 to 5e-3 after 22-63 CPU s."""
 GATED_SMOOTHING = 0.1
 """Initial width (margin units) of the hinge loss's Moreau smoothing."""
 GATED_SMOOTHING_DECAY = 10.0
