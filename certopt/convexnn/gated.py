@@ -138,14 +138,16 @@ def solve_gated_program(problem: ConvexReLUProblem, options: SolverOptions
     """(u (P, d~), certified result) of the gated program of ``problem`` (its D, loss, lam).
 
     The hinge loss up to n P d~ = ``GATED_IP_MAX_SIZE["hinge"]`` is solved exactly by
-    cvxpy (:func:`~certopt.convexnn.reference.solve_gated_cvxpy`); otherwise FISTA
-    in rounds until F - bound <= tol |bound| (module docstring).
+    cvxpy (:func:`~certopt.convexnn.reference.solve_gated_cvxpy`); otherwise (or when
+    cvxpy returns no solution) FISTA in rounds until F - bound <= tol |bound| (module
+    docstring).
     """
     start = time.perf_counter()
     size = problem.n_samples * problem.n_patterns * problem.n_features
+    duals: list[torch.Tensor] = []
     if size <= GATED_IP_MAX_SIZE.get(problem.loss.name, 0):
         u, status, duals, n_iter = solve_gated_cvxpy(problem, options)
-    else:
+    if not duals:  # too large for the interior point, or it returned no solution
         u, status, duals, n_iter = _fista_rounds(problem, options)
     objective, bound = _certified(problem, u, duals)
     if within_tolerance(objective, bound, options.tol):  # the certificate is the proof
