@@ -251,7 +251,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
 
         The programs share X, y and the patterns; each lam's ADMM solve starts where
         the previous one ended (warm start; for the squared loss it also balances rho
-        by its residuals, :func:`~certopt.convexnn.admm.path_options`), and each copy
+        by its residuals and weights the cone block more,
+        :func:`~certopt.convexnn.admm.path_options`), and each copy
         carries its own ``certificate_`` at ``tol``.  Other solvers (``"cvxpy"``, ``"sampled"``, or
         ``"auto"`` choosing them) solve each lam independently.
         """

@@ -12,7 +12,10 @@ D_i = diag(1[X~ g_i >= 0]):
 with the squared loss (:class:`GatedReLURegressor`) or the hinge or logistic
 loss on labels in {-1, +1} (:class:`GatedReLUClassifier`, one program per class
 for more than two classes, one-vs-rest), by FISTA
-(:func:`certopt.convexnn.sampled.fista`).  The hinge loss enters FISTA through
+(:func:`certopt.convexnn.sampled.fista`), or, for the hinge loss up to
+n P d~ = ``GATED_IP_MAX_SIZE["hinge"]``, by cvxpy + Clarabel (the
+exact SOCP, :func:`certopt.convexnn.reference.solve_gated_cvxpy`, whose
+multiplier of z = sum_i D_i X~ u_i is the dual candidate).  The hinge loss enters FISTA through
 its Moreau envelope of width s (:class:`~certopt.convexnn.sampled.GatedProgram`),
 which is within s / 2 of it; each round divides s by GATED_SMOOTHING_DECAY.
 Certificate (section 4 without cones): for any l with ||X~^T D_i l|| <= lam for
@@ -20,7 +23,7 @@ every i, -L*(l) is a lower bound on the optimum; the (smoothed) loss gradient at
 the solution, scaled into that set, gives it.  Status OPTIMAL when F - bound <=
 tol |bound| for F the exact (unsmoothed) objective (the test of every certopt
 solver); FISTA's own tolerance is tightened tenfold up to ``GATED_ROUNDS[loss]``
-times until it is.
+times until it is (INACCURATE or MAX_ITER, with a ConvergenceWarning, when not).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from certopt.convexnn.problem import (
     check_pattern_memory,
     random_generator,
 )
+from certopt.convexnn.reference import solve_gated_cvxpy
 from certopt.convexnn.sampled import GatedProgram, fista
 from certopt.core.arrays import ArraySpec, check_scalar, spec_of
 from certopt.core.errors import ConvergenceWarning, InputValueError
@@ -57,6 +61,11 @@ CLASSIFICATION_LOSSES = ("hinge", "logistic")
 GATED_ROUNDS = {"squared": 4, "logistic": 4, "hinge": 5}
 """FISTA runs at most per loss (each at a tenth of the previous first-order tolerance and,
 for the hinge loss, a tenth of the smoothing width)."""
+GATED_IP_MAX_SIZE = {"hinge": 5_000_000}
+"""Largest n P d~ whose gated program goes to the interior point, per loss (others: FISTA).
+Measured for the hinge at the defaults (benchmarks/RESULTS.md, gated hinge): Clarabel
+certified gaps <= 1.3e-6 in 3-13 CPU s up to n P d~ = 4.2e6, where FISTA through
+narrowing smoothings stalled at certified gaps of 1e-3 to 5e-3 after 22-63 CPU s."""
 GATED_SMOOTHING = 0.1
 """Initial width (margin units) of the hinge loss's Moreau smoothing."""
 GATED_SMOOTHING_DECAY = 10.0
@@ -93,35 +102,61 @@ def _gates_and_patterns(X_aug: torch.Tensor, gates: torch.Tensor
     return gates[keep], masks[keep].to(X_aug.dtype)
 
 
+def _certified(problem: ConvexReLUProblem, u: torch.Tensor, duals: list[torch.Tensor]
+               ) -> tuple[float, float]:
+    """(F, bound): the exact gated objective at u and the best scaled bound of ``duals``."""
+    zero = torch.zeros_like(u)
+    no_cones = torch.zeros_like(problem.D)
+    bounds = [scaled_dual_bound(problem, dual, no_cones, no_cones)[0] for dual in duals]
+    return problem.convex_objective(u, zero), max(bounds, default=float("-inf"))
+
+
+def _fista_rounds(problem: ConvexReLUProblem, options: SolverOptions
+                  ) -> tuple[torch.Tensor, Status, list[torch.Tensor], int]:
+    """FISTA in rounds, warm started, each at a tenth of the previous first-order tolerance
+    (and hinge smoothing width), until the certificate meets ``options.tol``; returns (u,
+    status of the last run, its dual candidate, steps)."""
+    u = torch.zeros(problem.n_patterns, problem.n_features, dtype=problem.X.dtype)
+    zero = torch.zeros_like(u)
+    n_iter, first_order_tol, smoothing = 0, options.tol, GATED_SMOOTHING
+    for _ in range(GATED_ROUNDS[problem.loss.name]):
+        program = GatedProgram(problem, smoothing)
+        u, status, steps = fista(program, dataclasses.replace(options, tol=first_order_tol),
+                                 start=u)
+        n_iter += steps
+        duals = [program.smoothed_loss(problem.predict_convex(u, zero))[1]]
+        if within_tolerance(*_certified(problem, u, duals), options.tol) \
+                or status is Status.NUMERICAL:
+            break
+        first_order_tol /= 10.0
+        smoothing /= GATED_SMOOTHING_DECAY
+    return u, status, duals, n_iter
+
+
 def solve_gated_program(problem: ConvexReLUProblem, options: SolverOptions
                         ) -> tuple[torch.Tensor, SolverResult]:
     """(u (P, d~), certified result) of the gated program of ``problem`` (its D, loss, lam).
 
-    FISTA in rounds, warm started, until F - bound <= tol |bound| (module docstring).
+    The hinge loss up to n P d~ = ``GATED_IP_MAX_SIZE["hinge"]`` is solved exactly by
+    cvxpy (:func:`~certopt.convexnn.reference.solve_gated_cvxpy`); otherwise (or when
+    cvxpy returns no solution) FISTA in rounds until F - bound <= tol |bound| (module
+    docstring).
     """
     start = time.perf_counter()
-    u = torch.zeros(problem.n_patterns, problem.n_features, dtype=problem.X.dtype)
-    zero, no_cones = torch.zeros_like(u), torch.zeros_like(problem.D)
-    n_iter, first_order_tol, smoothing = 0, options.tol, GATED_SMOOTHING
-    for _ in range(GATED_ROUNDS[problem.loss.name]):
-        round_options = dataclasses.replace(options, tol=first_order_tol)
-        program = GatedProgram(problem, smoothing)
-        u, status, steps = fista(program, round_options, start=u)
-        n_iter += steps
-        objective = problem.convex_objective(u, zero)
-        dual = program.smoothed_loss(problem.predict_convex(u, zero))[1]
-        bound, _ = scaled_dual_bound(problem, dual, no_cones, no_cones)
-        if within_tolerance(objective, bound, options.tol) or status is Status.NUMERICAL:
-            break
-        first_order_tol /= 10.0
-        smoothing /= GATED_SMOOTHING_DECAY
+    size = problem.n_samples * problem.n_patterns * problem.n_features
+    duals: list[torch.Tensor] = []
+    if size <= GATED_IP_MAX_SIZE.get(problem.loss.name, 0):
+        u, status, duals, n_iter = solve_gated_cvxpy(problem, options)
+    if not duals:  # too large for the interior point, or it returned no solution
+        u, status, duals, n_iter = _fista_rounds(problem, options)
+    objective, bound = _certified(problem, u, duals)
     if within_tolerance(objective, bound, options.tol):  # the certificate is the proof
         status = Status.OPTIMAL
     elif status is not Status.NUMERICAL:
-        status = Status.MAX_ITER
+        status = Status.MAX_ITER if status is Status.MAX_ITER else Status.INACCURATE
     if status is not Status.OPTIMAL:
         warnings.warn(f"gated: certified relative gap {(objective - bound) / abs(bound):.2e} "
-                      f"> tol={options.tol} after {n_iter} FISTA steps", ConvergenceWarning,
+                      f"> tol={options.tol} after {n_iter} iterations", ConvergenceWarning,
                       stacklevel=3)
     result = SolverResult(objective=objective, bound=bound, gap=duality_gap(objective, bound),
                           status=status,

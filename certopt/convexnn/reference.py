@@ -97,3 +97,37 @@ def solve_cvxpy(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNR
                       ConvergenceWarning, stacklevel=2)
         result = dataclasses.replace(result, status=Status.INACCURATE)
     return result
+
+
+def solve_gated_cvxpy(problem: ConvexReLUProblem, options: SolverOptions
+                      ) -> tuple[torch.Tensor, Status, list[torch.Tensor], int]:
+    """The gated program of ``problem`` (its D as fixed gates, no cones) by cvxpy:
+
+        minimize  L(z) + lam sum_i ||u_i||   subject to  z = sum_i D_i X u_i
+
+    (an SOCP; Clarabel by default).  Returns (u (P, d), the solver's status,
+    dual candidates l: +-(multiplier of z = ...) and the loss gradient at the
+    prediction, the solver's iterations).  Groups with ||u_i|| <= 1e-9 max_j
+    ||u_j|| are set to zero.  The caller certifies u with the candidates.
+    """
+    X = problem.X.detach().cpu().double().numpy()
+    y = problem.y.detach().cpu().double().numpy()
+    D = problem.D.detach().cpu().double().numpy()
+    U, z = cp.Variable((problem.n_patterns, problem.n_features)), cp.Variable(X.shape[0])
+    equation = z == cp.sum(cp.multiply(D.T, X @ U.T), axis=1)
+    objective = CVXPY_LOSSES[problem.loss.name](z, y) + problem.lam * cp.sum(cp.norm(U, 2, axis=1))
+    model = cp.Problem(cp.Minimize(objective), [equation])
+    status, _ = solve(model, "socp", options.cvxpy_solver, verbose=options.verbose)
+    like = {"dtype": problem.X.dtype, "device": problem.X.device}
+    n_iter = int(getattr(model.solver_stats, "num_iters", None) or 0)
+    if U.value is None:
+        zero = torch.zeros(problem.n_patterns, problem.n_features, **like)
+        return zero, (Status.NUMERICAL if status is Status.OPTIMAL else status), [], n_iter
+    u = torch.as_tensor(U.value, **like)
+    norms = torch.linalg.vector_norm(u, dim=1)
+    u[norms <= 1e-9 * float(norms.max())] = 0.0
+    duals = [problem.loss.gradient(problem.predict_convex(u, torch.zeros_like(u)), problem.y)]
+    if equation.dual_value is not None:
+        multiplier = torch.as_tensor(equation.dual_value, **like)
+        duals += [multiplier, -multiplier]
+    return u, status, duals, n_iter

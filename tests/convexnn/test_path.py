@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from certopt.convexnn import ConvexReLUClassifier, ConvexReLUProblem, ConvexReLURegressor
-from certopt.convexnn.admm import path_options
+from certopt.convexnn.admm import PATH_CONE_WEIGHT, path_options
 from certopt.convexnn.problem import SolverOptions
 from certopt.core.errors import InputValueError
 from certopt.core.result import Status
@@ -54,5 +54,6 @@ def test_path_options_balance_rho_for_the_squared_loss_only():
     logistic = ConvexReLUProblem.from_data(X, np.sign(y - np.median(y)), loss="logistic",
                                            n_patterns=5, random_state=0)
     options = SolverOptions(tol=1e-5)
-    assert path_options(squared, options) == SolverOptions(tol=1e-5, adaptive_rho=True)
+    assert path_options(squared, options) == SolverOptions(tol=1e-5, adaptive_rho=True,
+                                                           cone_weight=PATH_CONE_WEIGHT)
     assert path_options(logistic, options) is options
