@@ -7,7 +7,7 @@ The LipSDP matrix of a program, with the input block left out,
 is eliminated segment by segment **from the output backwards**, choosing
 each stage's multipliers as one scalar ``t_s`` times the unit pattern of its
 sector QC (``QuadraticConstraint.sector_multipliers(1)``: the identity for
-slope-restricted stages, ``λ = 1, a = b = 0`` for GroupSort groups).  When
+slope-restricted stages; GroupSort QC stages: below).  When
 segment ``s`` is reached, every block touching it is known: its own term and
 what the later stages and the output put there, including the fill-in of
 earlier eliminations.  With ``N_s = −(that diagonal block)`` (the load
@@ -33,6 +33,21 @@ sorting networks the closed form can exceed the naive product
 (``lipschitz_bound`` reports the smaller of the two).  The exact Schur complement
 ``M_kl −= M_ks M_ss⁻¹ M_sl`` (one Cholesky of order ``n_s``) is passed back,
 not the proxy: that is what makes the bound tighter than the product of norms.
+GroupSort QC stages (``"qc"`` encoding) pass the groups' mean directions
+through exactly: the sort preserves each group's sum, so with ``P`` the
+projector on the mean directions ``PΔφ = PΔc``.  The multipliers
+``λ`` (all groups), ``a = (λ+κ)/g``, ``b = (λ−κ)/g`` make the QC form
+
+    λ(‖(I−P)Δc‖² − ‖(I−P)Δφ‖²) − κ‖P(Δc − Δφ)‖²
+
+(zero on the second term for every valid pair).  Eliminating ``φ_s`` then
+passes back ``λ(I−P) + PNP + PN(I−P)(λ(I−P) − (I−P)N(I−P))⁻¹(I−P)NP``
+plus ``O(‖N‖²/κ)``, the Schur complement of ``λI − N`` in the split
+``P ⊕ (I−P)`` subtracted from ``λI``: with ``λ = (1 + 10⁻⁶)·λ_max(N)`` (+ the
+coupling ``√(K/A)`` of skips) it is ``⪯ λI``, the pass-back of the plain
+1-Lipschitz QC, and strictly below it unless ``N``'s top eigenvectors and
+the mean directions decouple.  ``κ = 10³(λ + ‖N‖₂)`` keeps the φ block
+``λ(I−P) + κP − N`` well conditioned.
 What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
 ``ρ = λ_max(R)``; ℓ∞ the direction ``g = √diag(R)`` scaled by
 ``λ_max(G^{-1/2} R G^{-1/2})`` (optimal when ``R = bbᵀ`` has rank one:
@@ -55,6 +70,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -63,6 +79,7 @@ from certopt.core.result import Status
 from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks, eliminate
 from certopt.sdp.program import Program, Stage, reduced_input
 from certopt.sdp.result import SDPSolution
+from certopt.sdp.rules import GroupSortQC
 from certopt.sdp.verify import scaled_top_eigenvalue, top_eigenvalue
 
 __all__ = ["solve_fast"]
@@ -76,18 +93,47 @@ def _stage_scale(blocks: Blocks, unit: Blocks, stage: Stage, segment: int) -> fl
     diag = np.diag(unit[(segment, segment)])
     inv_sqrt = 1.0 / np.sqrt(diag)
     nu = max(top_eigenvalue(-inv_sqrt[:, None] * own * inv_sqrt[None, :]), 0.0)
-    cross = [blocks[(k, segment)] for k in range(segment) if (k, segment) in blocks]
-    k_norm2 = float(np.linalg.norm(np.vstack(cross), 2)) ** 2 if cross else 0.0
     m, r = 0.5 * np.abs(alpha + beta), 0.5 * (beta - alpha)
     r = np.maximum(r, 1e-3 * np.maximum(m, 1e-12))
-    coupling = 0.0  # √(K/A)
-    if k_norm2 > 0:
-        pre_norm2 = float(np.linalg.norm(np.hstack([stage.pre.terms[k]
-                                                    for k in sorted(stage.pre.terms)]), 2)) ** 2
-        coupling = math.sqrt(k_norm2 / max(pre_norm2, 1e-300))
-    t = float(np.max(nu * (1.0 + m / r) + coupling / r))
+    t = float(np.max(nu * (1.0 + m / r) + _coupling(blocks, stage, segment) / r))
     floor = 1e-12 * max(nu, float(np.max(np.abs(own))) if own.size else 0.0, 1e-300)
     return max(t, nu * (1.0 + 1e-9), floor)
+
+
+_MEAN_PENALTY = 1e3
+"""GroupSort QC stages: ``κ`` relative to ``λ + ‖N‖₂`` (module doc); the mean direction's
+pass-back is within about ``1/κ`` of exact."""
+
+
+def _coupling(blocks: Blocks, stage: Stage, segment: int) -> float:
+    """``√(K/A)``: the cross blocks later stages put between ``φ_s`` and earlier segments,
+    relative to the stage's pre-activation norm (0 in a chain)."""
+    cross = [blocks[(k, segment)] for k in range(segment) if (k, segment) in blocks]
+    if not cross:
+        return 0.0
+    k_norm2 = float(np.linalg.norm(np.vstack(cross), 2)) ** 2
+    pre_norm2 = float(np.linalg.norm(np.hstack([stage.pre.terms[k]
+                                                for k in sorted(stage.pre.terms)]), 2)) ** 2
+    return math.sqrt(k_norm2 / max(pre_norm2, 1e-300))
+
+
+def _groupsort_multipliers(blocks: Blocks, stage: Stage, segment: int
+                           ) -> Callable[[float], dict[str, np.ndarray]]:
+    """GroupSort QC: ``scale ↦`` the mean pass-through multipliers ``λ, a, b`` (module doc)."""
+    qc = stage.qc
+    size, g = qc.size, qc.group_size
+    load = -blocks.get((segment, segment), np.zeros((size, size)))
+    nu = max(top_eigenvalue(load), 0.0)
+    lam = nu * (1.0 + 1e-6) + _coupling(blocks, stage, segment)
+    lam = max(lam, 1e-12 * max(float(np.max(np.abs(load))), 1e-300))
+    kappa = _MEAN_PENALTY * (lam + float(np.linalg.norm(load, 2)))
+
+    def multipliers(scale: float) -> dict[str, np.ndarray]:
+        return {"lam": np.full(qc.n_groups, scale * lam),
+                "a": np.full(size, scale * (lam + kappa) / g),
+                "b": np.full(size, scale * (lam - kappa) / g)}
+
+    return multipliers
 
 
 def solve_fast(program: Program, norm: str, solver: str | None = None, *,
@@ -116,14 +162,21 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
                 f"method='fast': stage {segment} ({stage.label or type(stage.qc).__name__}) "
                 f"uses {type(stage.qc).__name__}, which declares no sector; use "
                 "method='lipsdp'")
-        unit_multipliers = stage.qc.sector_multipliers(np.ones(stage.qc.size))
-        unit: Blocks = {}
-        add_stage_blocks(unit, stage, segment, unit_multipliers)
-        scale = _stage_scale(blocks, unit, stage, segment)
+        if isinstance(stage.qc, GroupSortQC):
+            choose, scale = _groupsort_multipliers(blocks, stage, segment), 1.0
+        else:
+            unit_multipliers = stage.qc.sector_multipliers(np.ones(stage.qc.size))
+            unit: Blocks = {}
+            add_stage_blocks(unit, stage, segment, unit_multipliers)
+            scale = _stage_scale(blocks, unit, stage, segment)
+
+            def choose(scale: float, unit: Mapping[str, np.ndarray] = unit_multipliers
+                       ) -> dict[str, np.ndarray]:
+                return {k: scale * np.asarray(v, dtype=np.float64) for k, v in unit.items()}
         for _ in range(8):  # round-off near a singular block: move away from it
             trial = dict(blocks)
-            for key, value in unit.items():
-                trial[key] = trial[key] + scale * value if key in trial else scale * value
+            chosen = choose(scale)
+            add_stage_blocks(trial, stage, segment, chosen)
             if eliminate(trial, segment):
                 break
             scale *= 2.0
@@ -131,8 +184,7 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
             return SDPSolution(np.full(program.input_dim, np.nan), tuple(multipliers),
                                Status.NUMERICAL, time.perf_counter() - start)
         blocks = trial
-        multipliers[segment - 1] = {k: scale * output_scale ** 2 * np.asarray(v, dtype=np.float64)
-                                    for k, v in unit_multipliers.items()}
+        multipliers[segment - 1] = {k: output_scale ** 2 * v for k, v in chosen.items()}
     n0 = working.input_dim
     demand = -blocks.get((0, 0), np.zeros((n0, n0)))
     demand = 0.5 * (demand + demand.T)  # R = Q·demand·Qᵀ

@@ -420,12 +420,14 @@ class _Evaluation:
         if self.norm == math.inf:
             # F_i = (Σg)·λ_i: ∂/∂log g_j = g_j λ_i − (Σg) λ_i v_ij², v_i the eigenvector of
             # G^{-1/2} R G^{-1/2} in the full input space: v_i = G^{-1/2} Q L^{-T} u_i
+            # (only the eigenvectors the softmax weighs: the others add < 1e-14 relative)
+            top_vec, top_weighted = vec[:, keep], (weights * eig)[keep]
             if self.basis is None:
-                squares = vec ** 2
+                squares = top_vec ** 2
             else:
-                full = self.basis @ torch.linalg.solve_triangular(lift.T, vec, upper=True)
+                full = self.basis @ torch.linalg.solve_triangular(lift.T, top_vec, upper=True)
                 squares = full ** 2 / shape[:, None]
-            shape_grad = shape * (weights @ eig) - total * (squares @ (weights * eig))
+            shape_grad = shape * (weights @ eig) - total * (squares @ top_weighted)
             grad[grad.shape[0] - shape.shape[0]:] += _SHAPE_SCALE * shape_grad
         return smooth, grad, value
 

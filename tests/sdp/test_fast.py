@@ -175,3 +175,21 @@ def test_scaled_top_eigenvalue_on_the_row_space_matches_the_dense_one():
                                                                               rel=1e-10)
         assert scaled_top_eigenvalue(full, weight, None) == pytest.approx(
             np.linalg.eigvalsh(inv_sqrt[:, None] * full * inv_sqrt[None, :])[-1], rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_groupsort_qc_fast_passes_the_group_means_through_below_naive(seed, norm):
+    """GroupSort QC stages: the mean pass-through multipliers (module doc) give a verified
+    bound strictly below the naive product (by 0.3-9% on these nets, where the plain
+    1-Lipschitz QC and the sorting network give the naive bound), above the SDP."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 8), GroupSort(4), nn.Linear(8, 8), GroupSort(4),
+                        nn.Linear(8, 3)).double()
+    fast = lipschitz_bound(net, norm=norm, method="fast", groupsort="qc", attack=False)
+    sdp = lipschitz_bound(net, norm=norm, method="lipsdp", groupsort="qc", attack=False)
+    assert fast.verified and fast.status.value == "optimal"
+    assert fast.bound < (1 - 1e-3) * fast.naive
+    assert sdp.verified and sdp.bound <= fast.bound * (1 + 1e-9)
+    both = lipschitz_bound(net, norm=norm, method="fast", attack=False)
+    assert both.verified and both.bound <= fast.bound * (1 + 1e-12) < both.naive
