@@ -13,7 +13,7 @@ network (math note section 1):
   (keys "objective", "solve_time", as written by an earlier run with --save)
   instead of solving again (a Clarabel solve at n = 2000 takes minutes);
 * ``solver="auto"`` at the estimators' default tol (a certified gap of 1e-4), CPU s;
-* pyscnn (``pip install pyscnn``, optional: skipped with a message when absent),
+* pyscnn (``make bench-deps``, optional: skipped with a message when absent),
   its augmented Lagrangian on the same patterns, scored by F like the others and
   certified by our certificate (the CPU seconds to a certified gap of 1e-4, as
   ``solver="auto"`` stops at);
@@ -131,7 +131,7 @@ def run_pyscnn(problem: ConvexReLUProblem, optimum: float, n_gates: int
         import scnn.regularizers
         import scnn.solvers
     except ImportError:
-        print("      (pyscnn not installed: `pip install pyscnn` to add its row; skipped)")
+        print("      (pyscnn not installed: `make bench-deps` adds its row; skipped)")
         return None
     X = problem.X.detach().cpu().double().numpy()
     y = problem.y.detach().cpu().double().numpy()[:, None]

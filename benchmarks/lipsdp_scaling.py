@@ -221,7 +221,7 @@ def _eclipse_table(widths: list[int], repeat: int) -> None:
     try:
         from eclipse_nn import LipConstEstimator
     except ImportError:
-        print("ECLipsE-Fast: skipped (the eclipse-nn package is not installed)")
+        print("ECLipsE-Fast: skipped (the eclipse-nn package is not installed: make bench-deps)")
         return
     nets = [[784, w, w, 10] for w in widths] + [[784] + [128] * 8 + [10]]
     header = (f"{'net':<18} {'naive':>9} {'ECLipsE-Fast':>12} {'CPU s':>8} {'fast':>9} "
