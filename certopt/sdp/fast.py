@@ -49,9 +49,11 @@ coupling ``√(K/A)`` of skips) it is ``⪯ λI``, the pass-back of the plain
 the mean directions decouple.  ``κ = 10³(λ + ‖N‖₂)`` keeps the φ block
 ``λ(I−P) + κP − N`` well conditioned.
 What remains is the input block's requirement ``diag(γ) ⪰ R``: ℓ2 takes
-``ρ = λ_max(R)``; ℓ∞ the direction ``g = √diag(R)`` scaled by
-``λ_max(G^{-1/2} R G^{-1/2})`` (optimal when ``R = bbᵀ`` has rank one:
-``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  The whole elimination
+``ρ = λ_max(R)``; ℓ∞ a direction ``g`` scaled by ``λ_max(G^{-1/2} R G^{-1/2})``,
+``g`` from a few rounds of a fixed-point iteration on the dual of
+``min Σγ s.t. diag(γ) ⪰ R`` (:func:`~certopt.sdp.input_weight.best_input_weight`,
+within 1% of that minimum), started at ``g = √diag(R)`` (optimal when ``R = bbᵀ``
+has rank one: ``(bᵀΔx)² <= ‖b‖₁ Σ_j |b_j| Δx_j²`` by Cauchy–Schwarz).  The whole elimination
 runs on the input's row space (:func:`~certopt.sdp.program.reduced_input`):
 ``R`` is held as ``Q R̃ Qᵀ`` with ``R̃`` of order ``rank ≤ n_1``.  Cost: per
 stage one extreme eigenvalue and one Cholesky of the stage's order plus the
@@ -76,6 +78,7 @@ import numpy as np
 
 from certopt.core.errors import UnsupportedError
 from certopt.core.result import Status
+from certopt.sdp.input_weight import best_input_weight
 from certopt.sdp.lmi import Blocks, add_output_blocks, add_stage_blocks, eliminate
 from certopt.sdp.program import Program, Stage, reduced_input
 from certopt.sdp.result import SDPSolution
@@ -191,9 +194,7 @@ def solve_fast(program: Program, norm: str, solver: str | None = None, *,
     if norm == "2":
         weight = np.full(program.input_dim, max(top_eigenvalue(demand), 0.0))
     else:
-        diagonal = (np.diag(demand) if basis is None
-                    else np.einsum("ia,ab,ib->i", basis, demand, basis))
-        shape = np.sqrt(np.maximum(diagonal, 1e-24 * max(float(np.max(diagonal)), 1e-300)))
+        shape = best_input_weight(demand, basis)
         weight = max(scaled_top_eigenvalue(demand, shape, basis), 0.0) * shape
     return SDPSolution(weight * output_scale ** 2, tuple(multipliers), Status.OPTIMAL,
                        time.perf_counter() - start)
