@@ -65,6 +65,7 @@ import math
 import time
 import warnings
 
+import scipy.linalg.blas
 import torch
 
 from certopt.convexnn.certificate import NNLS_STEPS, certify, within_tolerance
@@ -121,6 +122,24 @@ def group_shrink(x: torch.Tensor, threshold: float) -> torch.Tensor:
     """Block soft-thresholding of the last axis: x (1 - threshold/||x||)_+."""
     norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     return x * torch.relu(1.0 - threshold / norms.clamp(min=1e-300))
+
+
+_SYMMETRIC_MATVEC = {torch.float64: scipy.linalg.blas.dsymv, torch.float32: scipy.linalg.blas.ssymv}
+"""BLAS symv by dtype: a symmetric matrix times a vector reading one triangle only."""
+
+
+def symmetric_matvec(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A x for a symmetric (n, n) A and x (n,), shape (n,).
+
+    On the CPU (float32/64) through BLAS symv, which reads one triangle of A: half
+    the memory traffic of ``A @ x``, which is what the product costs at large n.
+    Elsewhere (GPU, other dtypes) ``A @ x``.
+    """
+    symv = _SYMMETRIC_MATVEC.get(A.dtype)
+    if symv is None or A.device.type != "cpu" or not A.is_contiguous():
+        return A @ x
+    # A is C-contiguous and symmetric, so A.T is the same matrix in Fortran order (no copy)
+    return torch.from_numpy(symv(1.0, A.numpy().T, x.contiguous().numpy()))
 
 
 def default_rho(problem: ConvexReLUProblem) -> float:
@@ -185,7 +204,8 @@ class _DirectSolve:
         ops = self.ops
         u = rhs @ self.K_inv
         XW = torch.matmul(u[0] - u[1], ops.X.T, out=self._XW)
-        e = self.inverse @ ops.apply_F(XW, overwrite=True)  # (I + c_F F K^-1 F^T)^-1 F K^-1 rhs
+        # (I + c_F F K^-1 F^T)^-1 F K^-1 rhs
+        e = symmetric_matvec(self.inverse, ops.apply_F(XW, overwrite=True))
         correction = (torch.mul(ops.D, e, out=self._XW) @ ops.X) @ self.K_inv  # (P, d)
         u = u - self.weight * torch.stack([correction, -correction])
         return u, torch.matmul(u, ops.X.T, out=self._XU)
@@ -261,9 +281,10 @@ def _linear_solver(ops: _Operators, options: SolverOptions
 class _FoldedSquared:
     """The squared loss inside the u-system: no z (an empty part of p), c_F = 1/(n rho)."""
 
-    def __init__(self, y: torch.Tensor):
+    def __init__(self, y: torch.Tensor, ops: _Operators):
         self.y = y
         self.size = 0
+        self._Ft_y = ops.apply_Ft(y)  # e = y is fixed, so F^T e is computed once
 
     def weight(self, rho: float) -> float:
         return 1.0 / (self.y.shape[0] * rho)
@@ -271,8 +292,9 @@ class _FoldedSquared:
     def prox(self, p_z: torch.Tensor, rho: float) -> torch.Tensor:
         return p_z
 
-    def target(self, r_z: torch.Tensor) -> torch.Tensor:
-        return self.y
+    def adjoint_target(self, r_z: torch.Tensor) -> torch.Tensor:
+        """F^T e with e = y."""
+        return self._Ft_y
 
     def lift(self, Fu: torch.Tensor) -> torch.Tensor:
         """The z-part of A u (empty: z is not a variable)."""
@@ -285,9 +307,10 @@ class _FoldedSquared:
 class _SplitLoss:
     """A general loss through z = F u: prox step on z, scaled dual a."""
 
-    def __init__(self, problem: ConvexReLUProblem):
+    def __init__(self, problem: ConvexReLUProblem, ops: _Operators):
         self.loss, self.y = problem.loss, problem.y
         self.size = problem.n_samples
+        self.ops = ops
 
     def weight(self, rho: float) -> float:
         return 1.0
@@ -295,9 +318,9 @@ class _SplitLoss:
     def prox(self, p_z: torch.Tensor, rho: float) -> torch.Tensor:
         return self.loss.prox(p_z, self.y, rho)
 
-    def target(self, r_z: torch.Tensor) -> torch.Tensor:
-        """e = z - a = 2 z - p_z, the reflection."""
-        return r_z
+    def adjoint_target(self, r_z: torch.Tensor) -> torch.Tensor:
+        """F^T e with e = z - a = 2 z - p_z, the reflection."""
+        return self.ops.apply_Ft(r_z)
 
     def lift(self, Fu: torch.Tensor) -> torch.Tensor:
         return Fu
@@ -320,8 +343,8 @@ class _FixedPointMap:
                                    low_inclusive=False)
         self.ops = _Operators(problem.X / sigma, problem.D, cone_weight)
         self.solver = _linear_solver(self.ops, options)
-        self.block = (_FoldedSquared(problem.y) if problem.loss.name == "squared"
-                      else _SplitLoss(problem))
+        self.block = (_FoldedSquared(problem.y, self.ops) if problem.loss.name == "squared"
+                      else _SplitLoss(problem, self.ops))
         self.lam = problem.lam / sigma
         P, n, d = problem.n_patterns, problem.n_samples, problem.n_features
         self.shapes = ((self.block.size,), (2, P, d), (2, P, n))
@@ -361,11 +384,10 @@ class _FixedPointMap:
         p_z, p_s, p_t = self.split(p)
         z = self.block.prox(p_z, self.rho)
         s = group_shrink(p_s, self.lam / self.rho)
-        blocks = torch.copysign(p_t, ops.S, out=self._work)
-        e = (self.solver.weight / ops.cone_weight) * self.block.target(2.0 * z - p_z)
-        blocks[0].addcmul_(ops.D, e)
-        blocks[1].addcmul_(ops.D, e, value=-1.0)
-        u, XU = self.solver.solve(ops.cone_weight * (blocks @ ops.X) + (2.0 * s - p_s))
+        rhs = torch.matmul(torch.copysign(p_t, ops.S, out=self._work), ops.X)  # G^T (t - c) / gamma
+        rhs.mul_(ops.cone_weight).add_(2.0 * s - p_s)
+        rhs.add_(self.block.adjoint_target(2.0 * z - p_z), alpha=self.solver.weight)
+        u, XU = self.solver.solve(rhs)
         p_next = torch.empty_like(p)
         next_z, next_s, next_t = self.split(p_next)
         if self.block.size:

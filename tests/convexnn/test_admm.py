@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from certopt.convexnn.admm import solve_admm
+from certopt.convexnn.admm import solve_admm, symmetric_matvec
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.reference import solve_cvxpy
 from certopt.core.errors import ConvergenceWarning
@@ -301,3 +301,21 @@ def test_one_step_equals_the_dense_over_relaxed_admm(loss, cone_weight, linear_s
     p_next, u_step, _ = T.step(p, alpha)
     np.testing.assert_allclose(p_next.numpy(), expected, rtol=0, atol=1e-9 * np.abs(expected).max())
     np.testing.assert_allclose(u_step.numpy().ravel(), u, rtol=0, atol=1e-9 * np.abs(u).max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_symmetric_matvec_equals_the_dense_product(dtype):
+    generator = torch.Generator().manual_seed(7)
+    factor = torch.randn(30, 30, generator=generator, dtype=torch.float64)
+    A = (factor @ factor.T + torch.eye(30, dtype=torch.float64)).to(dtype)
+    x = torch.randn(30, generator=generator, dtype=torch.float64).to(dtype)
+    A_before, x_before = A.clone(), x.clone()
+    result = symmetric_matvec(A, x)
+    reference = (A.double() @ x.double()).to(dtype)
+    assert result.dtype == dtype and result.shape == (30,)
+    scale = float(reference.abs().max())
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert float((result - reference).abs().max()) <= tol * scale
+    assert torch.equal(A, A_before) and torch.equal(x, x_before)
+    strided = symmetric_matvec(torch.cat([A, A], dim=1)[:, :30], x)  # not contiguous: A @ x
+    assert float((strided - reference).abs().max()) <= tol * scale
