@@ -77,8 +77,9 @@ from certopt.core.errors import ConvergenceWarning, InputValueError
 from certopt.core.progress import progress
 from certopt.core.result import Status
 
-CHECK_EVERY = 10
-"""Iterations between residual checks (each check costs about one iteration)."""
+CHECK_EVERY = 25
+"""Iterations between residual checks (each costs about one iteration; a divisor of
+CERTIFY_EVERY, so that the certificate checks fall on residual checks)."""
 
 CERTIFY_EVERY = 50
 """Iterations between certificate checks with the ADMM's own multipliers (each costs
