@@ -166,9 +166,14 @@ class _Operators:
         ``overwrite``, XW is a scratch buffer and is multiplied by D in place."""
         return (XW.mul_(self.D) if overwrite else self.D * XW).sum(dim=0)
 
+    def masked_products(self, e: torch.Tensor) -> torch.Tensor:
+        """(D_i e)^T X for every pattern i, shape (P, d): D (e o X), which scales the
+        (n, d) X rather than the (P, n) D."""
+        return self.D @ (e[:, None] * self.X)
+
     def apply_Ft(self, e: torch.Tensor) -> torch.Tensor:
         """F^T e, shape (2, P, d)."""
-        half = (self.D * e) @ self.X
+        half = self.masked_products(e)
         return torch.stack([half, -half])
 
     def adjoint(self, e: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
@@ -207,7 +212,7 @@ class _DirectSolve:
         XW = torch.matmul(u[0] - u[1], ops.X.T, out=self._XW)
         # (I + c_F F K^-1 F^T)^-1 F K^-1 rhs
         e = symmetric_matvec(self.inverse, ops.apply_F(XW, overwrite=True))
-        correction = (torch.mul(ops.D, e, out=self._XW) @ ops.X) @ self.K_inv  # (P, d)
+        correction = ops.masked_products(e) @ self.K_inv  # (P, d)
         u = u - self.weight * torch.stack([correction, -correction])
         return u, torch.matmul(u, ops.X.T, out=self._XU)
 
