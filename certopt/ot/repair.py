@@ -43,7 +43,7 @@ from certopt.ot.newton import semismooth_newton
 from certopt.ot.problem import TransportProblem
 from certopt.ot.support_pricing import improve_support, restricted_objective
 from certopt.ot.support_qp import restricted_qp_potentials
-from certopt.ot.support_search import constructive_support, dense_cost, mass_zero
+from certopt.ot.support_search import HostProblem, constructive_support
 
 REPAIR_MAX_EVAL = 2000
 MAX_SWAP_ROUNDS = 50
@@ -120,16 +120,16 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
             support, locked = swapped
         else:                         # the rounds ran out: is the last swap's support fine?
             violator = hall_violator(problem, support)
-        built = None
+        host, built = HostProblem(problem), None
         if violator is not None:
-            built = constructive_support(problem, support.shape[1], alpha, beta)
+            built = constructive_support(host, support.shape[1], alpha, beta)
             if built is not None:
                 support = built
         qp = RestrictedQP.solve(problem, duals, support)
         far = improve_above is not None and qp.direct is not None and _gap_above(
             qp.objective, improve_above)
         if far and built is None:     # the swaps' support may be a poor one: the
-            built = constructive_support(problem, support.shape[1], alpha, beta)  # construction
+            built = constructive_support(host, support.shape[1], alpha, beta)  # construction
             if built is not None:                                             # competes
                 other = RestrictedQP.solve(problem, duals, built)
                 if other.direct is not None and other.objective < qp.objective:
@@ -139,10 +139,7 @@ def repair_plan(problem: TransportProblem, duals: ColumnDuals, evaluation: Evalu
         if qp.direct is not None:
             alpha, beta = qp.direct
             if far:
-                priced = improve_support(problem.a, problem.b, dense_cost(problem), support,
-                                         alpha, beta, duals.reg,
-                                         mass_zero(problem.a.cpu().double().numpy(),
-                                                   problem.b.cpu().double().numpy()))
+                priced = improve_support(host, support, alpha, beta, duals.reg)
                 support, alpha, beta = priced.support, priced.alpha, priced.beta
                 restricted = ColumnDuals(problem, duals.k, duals.reg, support=support)
     repaired = semismooth_newton(restricted, alpha, beta, tol=tol, max_eval=REPAIR_MAX_EVAL,

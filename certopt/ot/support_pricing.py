@@ -39,6 +39,7 @@ import torch
 from certopt.ot.exact import default_max_iter
 from certopt.ot.forest_pivots import TransportForest, candidate_pairs, cap_degrees
 from certopt.ot.support_qp import restricted_qp_potentials
+from certopt.ot.support_search import HostProblem
 
 MAX_QP_SOLVES = 12
 """Restricted QP solves per local search (each ``O(k m)`` variables, no pass over ``C``)."""
@@ -136,18 +137,18 @@ def pivoted_support(forest: TransportForest, rows: np.ndarray, cols: np.ndarray,
     return np.ascontiguousarray(np.argpartition(-key, k - 1, axis=0)[:k].T)
 
 
-def improve_support(a: torch.Tensor, b: torch.Tensor, cost: np.ndarray, support: torch.Tensor,
-                    alpha: torch.Tensor, beta: torch.Tensor, reg: float, zero: float
-                    ) -> PricedSupport:
+def improve_support(host: HostProblem, support: torch.Tensor, alpha: torch.Tensor,
+                    beta: torch.Tensor, reg: float) -> PricedSupport:
     """Restricted QP -> pricing -> pivots from ``support`` ((m, k) rows, admitting a plan) and
     its QP potentials, while the QP objective falls (see the module docstring).
 
-    ``cost`` is the dense ``(n, m)`` cost in numpy; ``zero`` the mass below which a
-    flow counts as empty.  Returns the best support found (possibly ``support``).
+    ``host`` holds the problem's marginals, dense cost and zero mass in numpy.  Returns
+    the best support found (possibly ``support``).
     """
+    a, b = host.problem.a, host.problem.b
+    a_np, b_np, cost, zero = host.a, host.b, host.cost, host.zero
     m, k = support.shape
     cols_index = torch.arange(m, device=support.device).unsqueeze(1)
-    a_np, b_np = a.cpu().double().numpy(), b.cpu().double().numpy()
     cost_t = torch.as_tensor(cost, dtype=a.dtype, device=a.device)
     support_cost = cost_t[support, cols_index]
     objective = restricted_objective(support, support_cost, alpha, beta, reg)

@@ -45,14 +45,15 @@ plan found is improved by pivots that keep at most ``k`` rows per column
 ``k`` rows per column by the rows of highest score
 ``s_ij = alpha_i + beta_j - C_ij`` (the sparse solve's potentials), which
 gives the restricted QP room to lower the cost.  Everything runs on the
-CPU in numpy on the dense cost, assembled block by block (``O(n m)``
-memory, as the returned dense plan).
+CPU in numpy on the dense cost, assembled block by block once per repair
+(:class:`HostProblem`; ``O(n m)`` memory, as the returned dense plan).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -264,18 +265,28 @@ def staircase_plan(a: np.ndarray, b: np.ndarray, cost: np.ndarray, k: int, zero:
     return TransportForest(n, m, rows, cols, flows)
 
 
-def dense_cost(problem: TransportProblem) -> np.ndarray:
-    """The ``(n, m)`` cost as a float64 numpy array on the CPU, assembled block by block."""
-    return assemble(problem.geometry, lambda block, rows, cols: block).cpu().double().numpy()
+class HostProblem:
+    """A problem's marginals as float64 numpy on the CPU, the mass below which a remainder or
+    a flow counts as empty (``ZERO_MASS``), and, on first use, its dense cost: made once per
+    repair and shared by the constructions and the local search
+    (:mod:`certopt.ot.support_pricing`)."""
+
+    def __init__(self, problem: TransportProblem):
+        self.problem = problem
+        self.a = problem.a.cpu().double().numpy()
+        self.b = problem.b.cpu().double().numpy()
+        positive = np.concatenate([self.a[self.a > 0], self.b[self.b > 0]])
+        self.zero = min(ZERO_MASS * float(self.a.sum()), 1e-3 * float(positive.min()))
+
+    @cached_property
+    def cost(self) -> np.ndarray:
+        """The ``(n, m)`` cost, assembled block by block (``n m`` entries, as the returned
+        plan, but no block of ``C`` larger than the streaming passes read)."""
+        geometry = self.problem.geometry
+        return assemble(geometry, lambda block, rows, cols: block).cpu().double().numpy()
 
 
-def mass_zero(a: np.ndarray, b: np.ndarray) -> float:
-    """The mass below which a remainder or a flow counts as empty (``ZERO_MASS``)."""
-    positive = np.concatenate([a[a > 0], b[b > 0]])
-    return min(ZERO_MASS * float(a.sum()), 1e-3 * float(positive.min()))
-
-
-def constructive_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
+def constructive_support(host: HostProblem, k: int, alpha: torch.Tensor,
                          beta: torch.Tensor) -> torch.Tensor | None:
     """An ``(m, k)`` support (row indices per column) that admits a plan, or None if no
     construction tried holds at most ``k`` rows per column.
@@ -286,11 +297,8 @@ def constructive_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
     ``k`` are those of highest score ``alpha_i + beta_j - C_ij``.  Needs
     ``k <= n``.
     """
-    n, m = problem.shape
-    a = problem.a.cpu().double().numpy()
-    b = problem.b.cpu().double().numpy()
-    cost = dense_cost(problem)
-    zero = mass_zero(a, b)
+    a, b, cost, zero = host.a, host.b, host.cost, host.zero
+    n, m = cost.shape
     forest = capped_exact_plan(a, b, cost, k, zero) or staircase_plan(a, b, cost, k, zero)
     if forest is None:
         return None
@@ -300,4 +308,4 @@ def constructive_support(problem: TransportProblem, k: int, alpha: torch.Tensor,
               - cost)
     scores[rows, cols] = np.inf                 # the plan's entries come first
     support = np.argpartition(-scores, k - 1, axis=0)[:k].T
-    return torch.as_tensor(np.ascontiguousarray(support), device=problem.a.device)
+    return torch.as_tensor(np.ascontiguousarray(support), device=host.problem.a.device)

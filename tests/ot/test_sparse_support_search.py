@@ -21,7 +21,7 @@ from certopt.ot.forest_pivots import TransportForest, lower_cost
 from certopt.ot.problem import TransportProblem
 from certopt.ot.reference import quadratic_reference
 from certopt.ot.repair import hall_violator
-from certopt.ot.support_search import constructive_support
+from certopt.ot.support_search import HostProblem, constructive_support
 from tests.ot.conftest import point_cloud_problem
 
 
@@ -86,7 +86,7 @@ def test_the_constructive_support_admits_a_plan_with_two_rows_per_column():
     a, b, C = point_cloud_problem(120, 120, seed=5)
     problem = TransportProblem.from_inputs(a, b, C, None)
     alpha, beta = torch.zeros(120, dtype=torch.float64), torch.zeros(120, dtype=torch.float64)
-    support = constructive_support(problem, 2, alpha, beta)
+    support = constructive_support(HostProblem(problem), 2, alpha, beta)
     assert support is not None and support.shape == (120, 2)
     assert all(len(set(column)) == 2 for column in support.tolist())
     assert hall_violator(problem, support) is None
@@ -116,7 +116,7 @@ def test_a_budget_no_plan_meets_ends_inaccurate_and_says_how_far():
     C = _rounded_cost(5, 3, seed=0) + np.arange(3)        # distinct columns
     problem = TransportProblem.from_inputs(a, b, C, None)
     zeros = torch.zeros(5, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    assert constructive_support(problem, 2, *zeros) is None
+    assert constructive_support(HostProblem(problem), 2, *zeros) is None
     for method in ("semi-dual", "dual"):
         with pytest.warns(ConvergenceWarning, match="repair"):
             res = cot.sparse(a, b, C, k=2, reg=0.1, method=method)
