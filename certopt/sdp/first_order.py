@@ -25,9 +25,17 @@ the SDP value (up to round-off, removed by the float64 verification of
 section 6 that the caller runs on the returned multipliers).  Any stage QC
 with a :meth:`~certopt.sdp.program.QuadraticConstraint.sector` works
 (slope-restricted stages, :class:`~certopt.sdp.rules.GroupSortQC`).
-Nonnegative multipliers are parameterised as ``exp(η)`` (and ``g = exp(3ζ)``),
-free ones (GroupSort's ``a``, ``b``) as the stage's starting weight times
-``η``; ``F = (Σg)·λ_max`` is
+Nonnegative multipliers are parameterised as ``exp(η)``, free ones
+(GroupSort's ``a``, ``b``) as the stage's starting weight times ``η``, the
+shape as ``g_j = exp(c_j ζ_j)`` with a diagonal preconditioner
+``c_j = 3·√(ḡ/g_j)`` (``ḡ`` the mean entry; the factor clipped to ``[0.1, 10]``),
+reset at the start and at every smoothing level from the current shape: in
+``log g_j`` both the gradient ``g_j λ̄ − (Σg) Σ_i p_i λ_i g_j x_ij²`` (``x_i`` the
+generalised eigenvectors, ``R x_i = λ_i G x_i``) and the curvature scale with
+``g_j``, so a uniform scale gives L-BFGS a Hessian whose diagonal spans the
+shape's range (orders of magnitude on images: border pixels carry ``g_j ≈ 0``)
+and a scalar initial Hessian fits only the largest entries; with ``c_j ∝ g_j^{-1/2}``
+every entry has the curvature of an entry at ``ḡ``.  ``F = (Σg)·λ_max`` is
 smoothed by a log-sum-exp over the spectrum, ``w·log Σ_i exp((Σg)·λ_i/w)``
 (``λ_i`` the eigenvalues of ``G^{-1/2} R G^{-1/2}``; ``Σg = 1`` in ℓ2), with
 width ``w = s·|F|`` on ``F``'s own scale, so that it is invariant to ``g → c·g``
@@ -109,11 +117,16 @@ _COARSE_PATIENCE = 0.5
 it): a coarse level only positions the next one, and its window is a floor on the
 iterations every level costs."""
 _SHAPE_SCALE = 3.0
-"""ℓ∞: ``log g = _SHAPE_SCALE·z`` for the shape's coordinates ``z``.  The ``n_0`` shape
-entries each carry a gradient of order ``F/n_0``, far below the multipliers', so steepest
-descent steps (capped by their largest entry, ``lr``) and L-BFGS's scalar initial
+"""ℓ∞: ``log g_j = c_j·z_j`` for the shape's coordinates ``z``, with ``c_j = _SHAPE_SCALE``
+for a shape entry at the mean ``ḡ`` (:meth:`_Parametrization.balance_shape`).  The ``n_0``
+shape entries each carry a gradient of order ``F/n_0``, far below the multipliers', so
+steepest descent steps (capped by their largest entry, ``lr``) and L-BFGS's scalar initial
 Hessian barely moved them; the factor balances the two blocks (chosen on the paper's MaxMin
 nets, see benchmarks/RESULTS.md)."""
+_SHAPE_RANGE = 10.0
+"""ℓ∞: the per-entry factor ``√(ḡ/g_j)`` of the shape's scale is clipped to
+``[1/_SHAPE_RANGE, _SHAPE_RANGE]``: inputs the network (nearly) ignores have ``g_j → 0`` and
+would otherwise get unbounded steps."""
 _BARRIER = 0.1
 """Weight of the barrier ``Σ_j log(z_jᵀS⁻¹z_j)`` relative to ``width / k``."""
 _N_PROBES = 8
@@ -142,7 +155,8 @@ class FirstOrderSolution:
     n_iter, solve_time, history:
         Iterations, wall time in seconds; ``history["value"]`` is the
         per-iteration ``F``, ``history["evaluations"]`` the running count of
-        objective evaluations (line-search trials included).
+        objective evaluations (line-search trials included), ``history["smoothing"]``
+        the relative smoothing width ``s`` of each iteration.
     """
 
     gamma: np.ndarray
@@ -180,7 +194,8 @@ class _Parametrization:
 
     A nonnegative multiplier (a cvxpy variable declared ``nonneg`` by the QC)
     is ``exp(z)``; a free one is ``scale·z`` with ``scale`` the stage's mean
-    starting weight; ℓ∞ appends ``log g / _SHAPE_SCALE`` (``n_0`` entries).
+    starting weight; ℓ∞ appends ``log g_j / c_j`` (``n_0`` entries, per-entry scales
+    ``c = shape_scale`` from :meth:`balance_shape`).
     """
 
     def __init__(self, program: Program, starts: Sequence[Mapping[str, np.ndarray]],
@@ -197,10 +212,12 @@ class _Parametrization:
                 self.entries.append((index, name, value.size, nonneg, scale))
                 initial.append(np.log(_positive(value)) if nonneg else value / scale)
         initial.append(np.zeros(shape_size) if start_shape is None else
-                       np.log(_positive(start_shape / np.mean(start_shape))) / _SHAPE_SCALE)
+                       np.log(_positive(start_shape / np.mean(start_shape))))
         self.n_stages, self.shape_size = len(program.stages), shape_size
         self.sizes = [e[2] for e in self.entries] + [shape_size]
-        self.initial = torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device)
+        self.shape_scale = torch.ones(shape_size, dtype=dtype, device=device)
+        self.initial = self.balance_shape(
+            torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device))
 
     def multipliers(self, z: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         parts = torch.split(z, self.sizes)
@@ -210,8 +227,25 @@ class _Parametrization:
         return result
 
     def log_shape(self, z: torch.Tensor) -> torch.Tensor:
-        """``log g = _SHAPE_SCALE·z_shape`` (ℓ∞; empty for ℓ2)."""
-        return _SHAPE_SCALE * z[z.shape[0] - self.shape_size:]
+        """``log g = c·z_shape`` (ℓ∞; empty for ℓ2)."""
+        return self.shape_scale * z[z.shape[0] - self.shape_size:]
+
+    def balance_shape(self, z: torch.Tensor) -> torch.Tensor:
+        """Reset the shape's scales ``c_j`` at the shape of ``z``; ``z`` in the new coordinates.
+
+        ``c_j = _SHAPE_SCALE·√(ḡ/g_j)`` (``ḡ`` the mean, the factor clipped to
+        ``_SHAPE_RANGE``): a diagonal preconditioner (module doc).  The same point
+        ``(μ, g)``; only the coordinates change, so the caller clears its L-BFGS memory.
+        """
+        if not self.shape_size:
+            return z
+        log_g = self.log_shape(z)
+        relative = torch.exp(log_g - log_g.max())
+        factor = torch.sqrt(relative.mean() / relative).clamp(1.0 / _SHAPE_RANGE, _SHAPE_RANGE)
+        self.shape_scale = _SHAPE_SCALE * factor
+        balanced = z.clone()
+        balanced[z.shape[0] - self.shape_size:] = log_g / self.shape_scale
+        return balanced
 
     def numpy_multipliers(self, z: torch.Tensor) -> list[dict[str, np.ndarray]]:
         return [{name: v.detach().to("cpu", torch.float64).numpy() for name, v in m.items()}
@@ -428,7 +462,7 @@ class _Evaluation:
                 full = self.basis @ torch.linalg.solve_triangular(lift.T, top_vec, upper=True)
                 squares = full ** 2 / shape[:, None]
             shape_grad = shape * (weights @ eig) - total * (squares @ top_weighted)
-            grad[grad.shape[0] - shape.shape[0]:] += _SHAPE_SCALE * shape_grad
+            grad[grad.shape[0] - shape.shape[0]:] += self.param.shape_scale * shape_grad
         return smooth, grad, value
 
     def _shape_factor(self, shape: torch.Tensor) -> torch.Tensor:
@@ -548,6 +582,7 @@ def solve_first_order(
     best_value, best_point = math.inf, z.clone()
     history: list[float] = []
     evaluations: list[float] = []
+    widths: list[float] = []
     warm = start is not None and norm == 2
     n_iter, status, smoothing = 0, Status.MAX_ITER, _SMOOTH0_WARM if warm else _SMOOTH0
     _, _, first_value = counted(z, None)
@@ -565,6 +600,7 @@ def solve_first_order(
                 best_value, best_point = value, z.clone()
             history.append(value)
             evaluations.append(n_evaluations)
+            widths.append(smoothing)
             level.append(float(objective))
             if z.numel() == 0:  # nothing to optimise (a linear network in ℓ2)
                 status = Status.OPTIMAL
@@ -580,6 +616,7 @@ def solve_first_order(
                 line_search_failed = False
                 smoothing = max(smoothing * _SMOOTH_FACTOR, _SMOOTH_END)
                 width = smoothing * abs(best_value)
+                best_point = param.balance_shape(best_point)
                 z = best_point.clone()
                 memory.clear()
                 objective, grad, value = counted(z, width)
@@ -620,5 +657,5 @@ def solve_first_order(
         multipliers=param.numpy_multipliers(best_point),
         value=best_value, status=status, n_iter=n_iter,
         solve_time=time.perf_counter() - started,
-        history={"value": history, "evaluations": evaluations},
+        history={"value": history, "evaluations": evaluations, "smoothing": widths},
     )

@@ -182,7 +182,9 @@ def test_envelope_gradient_matches_finite_differences(norm):
     weights, _ = initial_multipliers(program)
     starts = [st.qc.sector_multipliers(t) for st, t in zip(program.stages, weights)]
     cpu = torch.device("cpu")
-    param = _Parametrization(program, starts, 5 if norm == math.inf else 0, cpu, torch.float64)
+    shape = np.array([1e-3, 0.5, 1.0, 2.0, 50.0])  # spread: per-entry shape scales (ℓ∞)
+    param = _Parametrization(program, starts, 5 if norm == math.inf else 0, cpu, torch.float64,
+                             shape if norm == math.inf else None)
     evaluate = _Evaluation(program, param, norm, cpu, torch.float64)
     noise = torch.randn(param.initial.shape, dtype=torch.float64,
                         generator=torch.Generator().manual_seed(1))
@@ -196,9 +198,32 @@ def test_envelope_gradient_matches_finite_differences(norm):
     assert float((grad - numeric).abs().max()) <= 1e-6 * float(numeric.abs().max())
     if norm == math.inf:  # smoothing on F's scale: invariant to rescaling the shape g
         rescaled = z.clone()
-        rescaled[-5:] += 0.7
+        rescaled[-5:] += 0.7 / param.shape_scale  # g -> e^0.7·g
         assert float(evaluate(rescaled, width)[0]) == pytest.approx(
             float(evaluate(z, width)[0]), rel=1e-12)
+
+
+def test_balance_shape_changes_coordinates_not_the_point():
+    """ℓ∞ shape scales ``c_j = 3·√(ḡ/g_j)`` (clipped to [0.3, 30]); rebalancing keeps ``(μ, g)``."""
+    from certopt.sdp.first_order import _Parametrization
+
+    torch.manual_seed(0)
+    program = compile_network(nn.Sequential(nn.Linear(5, 4), MaxMin(), nn.Linear(4, 1)).double())
+    weights, _ = initial_multipliers(program)
+    starts = [st.qc.sector_multipliers(t) for st, t in zip(program.stages, weights)]
+    shape = np.array([1e-6, 0.5, 1.0, 2.0, 50.0])
+    param = _Parametrization(program, starts, 5, torch.device("cpu"), torch.float64, shape)
+    mean = np.mean(shape / shape.max())
+    expected = 3 * np.clip(np.sqrt(mean / (shape / shape.max())), 0.1, 10)
+    np.testing.assert_allclose(param.shape_scale.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(param.log_shape(param.initial).numpy(),
+                               np.log(shape / shape.mean()), rtol=1e-12, atol=1e-12)
+    z = param.initial + torch.linspace(-1, 1, len(param.initial), dtype=torch.float64)
+    log_g, multipliers = param.log_shape(z), param.multipliers(z)
+    balanced = param.balance_shape(z)
+    torch.testing.assert_close(param.log_shape(balanced), log_g, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(param.multipliers(balanced), multipliers, rtol=0, atol=0)
+    assert not torch.allclose(param.shape_scale, torch.as_tensor(expected))
 
 
 @pytest.mark.parametrize("prefix", [0, 5])
