@@ -25,17 +25,23 @@ the SDP value (up to round-off, removed by the float64 verification of
 section 6 that the caller runs on the returned multipliers).  Any stage QC
 with a :meth:`~certopt.sdp.program.QuadraticConstraint.sector` works
 (slope-restricted stages, :class:`~certopt.sdp.rules.GroupSortQC`).
-Nonnegative multipliers are parameterised as ``exp(η)``, free ones
+Nonnegative multipliers are parameterised as ``t_j = exp(c_j η_j)``, free ones
 (GroupSort's ``a``, ``b``) as the stage's starting weight times ``η``, the
-shape as ``g_j = exp(c_j ζ_j)`` with a diagonal preconditioner
-``c_j = 3·√(ḡ/g_j)`` (``ḡ`` the mean entry; the factor clipped to ``[0.1, 10]``),
-reset at the start and at every smoothing level from the current shape: in
-``log g_j`` both the gradient ``g_j λ̄ − (Σg) Σ_i p_i λ_i g_j x_ij²`` (``x_i`` the
-generalised eigenvectors, ``R x_i = λ_i G x_i``) and the curvature scale with
-``g_j``, so a uniform scale gives L-BFGS a Hessian whose diagonal spans the
-shape's range (orders of magnitude on images: border pixels carry ``g_j ≈ 0``)
-and a scalar initial Hessian fits only the largest entries; with ``c_j ∝ g_j^{-1/2}``
-every entry has the curvature of an entry at ``ḡ``.  ``F = (Σg)·λ_max`` is
+shape as ``g_j = exp(c_j ζ_j)``.  In ℓ2 ``c = 1``.  In ℓ∞ ``c`` is a diagonal
+preconditioner, ``c_j = b·√(v̄/v_j)`` per multiplier array and for the shape
+(``v`` its values, ``v̄`` their mean, the factor clipped to ``[0.1, 10]``,
+``b = 1`` for multipliers, ``3`` for the shape), reset at the start and at every
+smoothing level from the current point.  Why: in ``log g_j`` both the gradient
+``g_j λ̄ − (Σg) Σ_i p_i λ_i g_j x_ij²`` (``x_i`` the generalised eigenvectors,
+``R x_i = λ_i G x_i``) and the curvature scale with ``g_j`` (likewise for a
+multiplier ``t_j``, whose QC term is linear in ``t_j``), so a uniform scale gives
+L-BFGS a Hessian whose diagonal spans the values' range (orders of magnitude on
+images: border pixels carry ``g_j ≈ 0``) and a scalar initial Hessian fits only
+the largest entries; with ``c_j ∝ v_j^{-1/2}`` every entry has the curvature of
+an entry at the mean.  On the paper's two-layer MaxMin nets this cut the ℓ∞
+iterations by a third and lands closer to the optimum; in ℓ2 (no shape; one
+multiplier array per stage) it paid nothing, so ℓ2 keeps ``c = 1``
+(benchmarks/RESULTS.md).  ``F = (Σg)·λ_max`` is
 smoothed by a log-sum-exp over the spectrum, ``w·log Σ_i exp((Σg)·λ_i/w)``
 (``λ_i`` the eigenvalues of ``G^{-1/2} R G^{-1/2}``; ``Σg = 1`` in ℓ2), with
 width ``w = s·|F|`` on ``F``'s own scale, so that it is invariant to ``g → c·g``
@@ -118,14 +124,14 @@ it): a coarse level only positions the next one, and its window is a floor on th
 iterations every level costs."""
 _SHAPE_SCALE = 3.0
 """ℓ∞: ``log g_j = c_j·z_j`` for the shape's coordinates ``z``, with ``c_j = _SHAPE_SCALE``
-for a shape entry at the mean ``ḡ`` (:meth:`_Parametrization.balance_shape`).  The ``n_0``
+for a shape entry at the mean ``ḡ`` (:meth:`_Parametrization.balance`).  The ``n_0``
 shape entries each carry a gradient of order ``F/n_0``, far below the multipliers', so
 steepest descent steps (capped by their largest entry, ``lr``) and L-BFGS's scalar initial
 Hessian barely moved them; the factor balances the two blocks (chosen on the paper's MaxMin
 nets, see benchmarks/RESULTS.md)."""
-_SHAPE_RANGE = 10.0
-"""ℓ∞: the per-entry factor ``√(ḡ/g_j)`` of the shape's scale is clipped to
-``[1/_SHAPE_RANGE, _SHAPE_RANGE]``: inputs the network (nearly) ignores have ``g_j → 0`` and
+_SCALE_RANGE = 10.0
+"""ℓ∞: the per-entry factor ``√(v̄/v_j)`` of the log-parametrised scales is clipped to
+``[1/_SCALE_RANGE, _SCALE_RANGE]``: inputs the network (nearly) ignores have ``g_j → 0`` and
 would otherwise get unbounded steps."""
 _BARRIER = 0.1
 """Weight of the barrier ``Σ_j log(z_jᵀS⁻¹z_j)`` relative to ``width / k``."""
@@ -193,9 +199,9 @@ class _Parametrization:
     """Unconstrained ``z`` ↔ the stage multipliers (and, for ℓ∞, the input shape ``g``).
 
     A nonnegative multiplier (a cvxpy variable declared ``nonneg`` by the QC)
-    is ``exp(z)``; a free one is ``scale·z`` with ``scale`` the stage's mean
-    starting weight; ℓ∞ appends ``log g_j / c_j`` (``n_0`` entries, per-entry scales
-    ``c = shape_scale`` from :meth:`balance_shape`).
+    is ``exp(c·z)``; a free one is ``scale·z`` with ``scale`` the stage's mean
+    starting weight; ℓ∞ appends the shape, ``log g = c·z`` (``n_0`` entries).  The
+    per-entry scales ``c`` are 1 in ℓ2 and set by :meth:`balance` in ℓ∞.
     """
 
     def __init__(self, program: Program, starts: Sequence[Mapping[str, np.ndarray]],
@@ -215,37 +221,50 @@ class _Parametrization:
                        np.log(_positive(start_shape / np.mean(start_shape))))
         self.n_stages, self.shape_size = len(program.stages), shape_size
         self.sizes = [e[2] for e in self.entries] + [shape_size]
-        self.shape_scale = torch.ones(shape_size, dtype=dtype, device=device)
-        self.initial = self.balance_shape(
-            torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device))
+        # per part of z: its scales c and, for log-parametrised parts, the base of c
+        self.scales = [torch.ones(size, dtype=dtype, device=device) for size in self.sizes]
+        self.bases = [1.0 if e[3] else None for e in self.entries] + [_SHAPE_SCALE]
+        self.initial = torch.as_tensor(np.concatenate(initial), dtype=dtype, device=device)
+        self.initial = self.balance(self.initial)
 
     def multipliers(self, z: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         parts = torch.split(z, self.sizes)
         result: list[dict[str, torch.Tensor]] = [{} for _ in range(self.n_stages)]
-        for (index, name, _, nonneg, scale), part in zip(self.entries, parts):
-            result[index][name] = torch.exp(part) if nonneg else scale * part
+        for (index, name, _, nonneg, scale), part, c in zip(self.entries, parts, self.scales):
+            result[index][name] = torch.exp(c * part) if nonneg else scale * part
         return result
+
+    @property
+    def shape_scale(self) -> torch.Tensor:
+        """The shape's scales ``c`` (``log g = c·z_shape``)."""
+        return self.scales[-1]
 
     def log_shape(self, z: torch.Tensor) -> torch.Tensor:
         """``log g = c·z_shape`` (ℓ∞; empty for ℓ2)."""
         return self.shape_scale * z[z.shape[0] - self.shape_size:]
 
-    def balance_shape(self, z: torch.Tensor) -> torch.Tensor:
-        """Reset the shape's scales ``c_j`` at the shape of ``z``; ``z`` in the new coordinates.
+    def balance(self, z: torch.Tensor) -> torch.Tensor:
+        """ℓ∞: reset the scales ``c`` at the point ``z``; ``z`` in the new coordinates.
 
-        ``c_j = _SHAPE_SCALE·√(ḡ/g_j)`` (``ḡ`` the mean, the factor clipped to
-        ``_SHAPE_RANGE``): a diagonal preconditioner (module doc).  The same point
+        Per log-parametrised part (a nonnegative multiplier array, the shape) with
+        values ``v = exp(c·z)``: ``c_j = base·√(v̄/v_j)`` (``v̄`` the part's mean, the
+        factor clipped to ``[1/_SCALE_RANGE, _SCALE_RANGE]``; ``base`` 1, the shape's
+        ``_SHAPE_SCALE``), a diagonal preconditioner (module doc).  The same point
         ``(μ, g)``; only the coordinates change, so the caller clears its L-BFGS memory.
+        ℓ2 (no shape) keeps ``c = 1``.
         """
         if not self.shape_size:
             return z
-        log_g = self.log_shape(z)
-        relative = torch.exp(log_g - log_g.max())
-        factor = torch.sqrt(relative.mean() / relative).clamp(1.0 / _SHAPE_RANGE, _SHAPE_RANGE)
-        self.shape_scale = _SHAPE_SCALE * factor
-        balanced = z.clone()
-        balanced[z.shape[0] - self.shape_size:] = log_g / self.shape_scale
-        return balanced
+        parts = list(torch.split(z, self.sizes))
+        for k, base in enumerate(self.bases):
+            if base is None or parts[k].numel() == 0:
+                continue
+            log_value = self.scales[k] * parts[k]
+            relative = torch.exp(log_value - log_value.max())
+            factor = torch.sqrt(relative.mean() / relative).clamp(1 / _SCALE_RANGE, _SCALE_RANGE)
+            self.scales[k] = base * factor
+            parts[k] = log_value / self.scales[k]
+        return torch.cat(parts)
 
     def numpy_multipliers(self, z: torch.Tensor) -> list[dict[str, np.ndarray]]:
         return [{name: v.detach().to("cpu", torch.float64).numpy() for name, v in m.items()}
@@ -616,7 +635,7 @@ def solve_first_order(
                 line_search_failed = False
                 smoothing = max(smoothing * _SMOOTH_FACTOR, _SMOOTH_END)
                 width = smoothing * abs(best_value)
-                best_point = param.balance_shape(best_point)
+                best_point = param.balance(best_point)
                 z = best_point.clone()
                 memory.clear()
                 objective, grad, value = counted(z, width)

@@ -203,8 +203,9 @@ def test_envelope_gradient_matches_finite_differences(norm):
             float(evaluate(z, width)[0]), rel=1e-12)
 
 
-def test_balance_shape_changes_coordinates_not_the_point():
-    """ℓ∞ shape scales ``c_j = 3·√(ḡ/g_j)`` (clipped to [0.3, 30]); rebalancing keeps ``(μ, g)``."""
+def test_balance_changes_coordinates_not_the_point():
+    """ℓ∞ scales ``c_j = 3·√(ḡ/g_j)`` of the shape (clipped to [0.3, 30]) and ``√(t̄/t_j)`` of
+    the multipliers; rebalancing keeps ``(μ, g)``; ℓ2 keeps ``c = 1``."""
     from certopt.sdp.first_order import _Parametrization
 
     torch.manual_seed(0)
@@ -220,10 +221,16 @@ def test_balance_shape_changes_coordinates_not_the_point():
                                np.log(shape / shape.mean()), rtol=1e-12, atol=1e-12)
     z = param.initial + torch.linspace(-1, 1, len(param.initial), dtype=torch.float64)
     log_g, multipliers = param.log_shape(z), param.multipliers(z)
-    balanced = param.balance_shape(z)
+    balanced = param.balance(z)
     torch.testing.assert_close(param.log_shape(balanced), log_g, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(param.multipliers(balanced), multipliers, rtol=0, atol=0)
+    torch.testing.assert_close(param.multipliers(balanced), multipliers, rtol=1e-12, atol=0)
     assert not torch.allclose(param.shape_scale, torch.as_tensor(expected))
+    t = multipliers[0]["t"]
+    expected_t = np.clip(np.sqrt(float(t.mean()) / t.numpy()), 0.1, 10)
+    np.testing.assert_allclose(param.scales[0].numpy(), expected_t, rtol=1e-12)
+    plain = _Parametrization(program, starts, 0, torch.device("cpu"), torch.float64)
+    assert torch.equal(plain.balance(z[:-5]), z[:-5]) and all(
+        bool((c == 1).all()) for c in plain.scales)
 
 
 @pytest.mark.parametrize("prefix", [0, 5])
