@@ -38,10 +38,9 @@ multiplier ``t_j``, whose QC term is linear in ``t_j``), so a uniform scale give
 L-BFGS a Hessian whose diagonal spans the values' range (orders of magnitude on
 images: border pixels carry ``g_j ≈ 0``) and a scalar initial Hessian fits only
 the largest entries; with ``c_j ∝ v_j^{-1/2}`` every entry has the curvature of
-an entry at the mean.  On the paper's two-layer MaxMin nets this cut the ℓ∞
-iterations by a third and lands closer to the optimum; in ℓ2 (no shape; one
-multiplier array per stage) it paid nothing, so ℓ2 keeps ``c = 1``
-(benchmarks/RESULTS.md).  ``F = (Σg)·λ_max`` is
+an entry at the mean.  ℓ2 has no shape and keeps ``c = 1``: the multipliers'
+scales alone did not pay there on the benchmark nets (benchmarks/RESULTS.md).
+``F = (Σg)·λ_max`` is
 smoothed by a log-sum-exp over the spectrum, ``w·log Σ_i exp((Σg)·λ_i/w)``
 (``λ_i`` the eigenvalues of ``G^{-1/2} R G^{-1/2}``; ``Σg = 1`` in ℓ2), with
 width ``w = s·|F|`` on ``F``'s own scale, so that it is invariant to ``g → c·g``
