@@ -265,6 +265,15 @@ class _Parametrization:
             parts[k] = log_value / self.scales[k]
         return torch.cat(parts)
 
+    def pullback(self, multipliers: Sequence[Mapping[str, torch.Tensor]],
+                 grads: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        """``∇_z`` from the gradients ``grads`` w.r.t. the ``multipliers`` of ``z`` (zeros on
+        the shape): ``c·t·∂/∂t`` for ``t = exp(c·z)``, ``scale·∂/∂μ`` for a free one."""
+        parts = [grads[index][name].reshape(-1) * (c * multipliers[index][name].reshape(-1)
+                                                   if nonneg else scale)
+                 for (index, name, _, nonneg, scale), c in zip(self.entries, self.scales)]
+        return torch.cat([*parts, self.scales[-1].new_zeros(self.shape_size)])
+
     def numpy_multipliers(self, z: torch.Tensor) -> list[dict[str, np.ndarray]]:
         return [{name: v.detach().to("cpu", torch.float64).numpy() for name, v in m.items()}
                 for m in self.multipliers(z)]
@@ -504,12 +513,20 @@ class _Evaluation:
 
     def _multiplier_gradient(self, z: torch.Tensor, columns: Sequence[torch.Tensor]
                              ) -> torch.Tensor:
-        """``∇_z Σ_s tr([C_s Z; Z_s]ᵀ S_s(μ(z)) [C_s Z; Z_s])`` for the fixed low-rank ``Z``."""
-        z = z.detach().requires_grad_(True)
+        """``∇_z Σ_s tr([C_s Z; Z_s]ᵀ S_s(μ(z)) [C_s Z; Z_s])`` for the fixed low-rank ``Z``:
+        from the stages' closed forms (:meth:`~certopt.sdp.program.QuadraticConstraint.
+        trace_gradient`) when every stage has one, else by autograd through their forms."""
+        stages = self.program.stages
+        pres = [sum(self.constants(block) @ columns[k] for k, block in stage.pre.terms.items())
+                for stage in stages]
         multipliers = self.param.multipliers(z)
+        closed = [stage.qc.trace_gradient(mult, pre, columns[index + 1])
+                  for index, (stage, mult, pre) in enumerate(zip(stages, multipliers, pres))]
+        if all(grads is not None for grads in closed):
+            return self.param.pullback(multipliers, closed)
+        z = z.detach().requires_grad_(True)
         total = z.new_zeros(())
-        for index, (stage, mult) in enumerate(zip(self.program.stages, multipliers)):
-            pre = sum(self.constants(block) @ columns[k] for k, block in stage.pre.terms.items())
+        for index, (stage, mult, pre) in enumerate(zip(stages, self.param.multipliers(z), pres)):
             total = total + _form_trace(stage.qc.form(mult, operator.mul), pre, columns[index + 1])
         if not total.requires_grad:  # no multipliers (a linear network)
             return torch.zeros_like(z)

@@ -172,6 +172,13 @@ class QuadraticConstraint(ABC):
     def project(self, multipliers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Nearest admissible multipliers (e.g. clip to ``>= 0``), as float64 arrays."""
 
+    def trace_gradient(self, multipliers: Mapping[str, torch.Tensor], pre: torch.Tensor,
+                       out: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """``∂/∂μ tr([H; P]ᵀ S(μ) [H; P])`` per multiplier, ``H = pre`` ``(pre_dim, k)``,
+        ``P = out`` ``(size, k)``, in closed form; ``None`` (default): the first-order
+        solver differentiates :meth:`form` by autograd instead."""
+        return None
+
     def sector(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Slopes ``[α, β]`` (each ``(size,)``) whose slope QC (section 1) this QC contains.
 
@@ -223,6 +230,14 @@ class SlopeRestricted(QuadraticConstraint):
 
     def project(self, multipliers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"t": np.maximum(np.asarray(multipliers["t"], dtype=np.float64), 0.0)}
+
+    def trace_gradient(self, multipliers: Mapping[str, torch.Tensor], pre: torch.Tensor,
+                       out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The form is linear in ``t``: ``∂/∂t_i = −α_iβ_i‖H_i‖² + (α_i+β_i)⟨H_i, P_i⟩ − ‖P_i‖²``
+        (rows ``H_i``, ``P_i``)."""
+        alpha, beta = like(self.alpha, pre), like(self.beta, pre)
+        return {"t": -(alpha * beta) * (pre * pre).sum(dim=1)
+                + (alpha + beta) * (pre * out).sum(dim=1) - (out * out).sum(dim=1)}
 
     def sector(self) -> tuple[np.ndarray, np.ndarray]:
         return self.alpha, self.beta

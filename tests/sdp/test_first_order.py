@@ -167,18 +167,22 @@ def test_real_maxmin_net():
     assert lower <= res.bound <= naive * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("encoding", ["qc", "network"])
 @pytest.mark.parametrize("norm", [2, math.inf])
-def test_envelope_gradient_matches_finite_differences(norm):
-    """The analytic gradient (eigen-columns + barrier columns) of the smoothed objective."""
+def test_envelope_gradient_matches_finite_differences(norm, encoding):
+    """The analytic gradient (eigen-columns + barrier columns) of the smoothed objective;
+    GroupSort "qc" stages are differentiated by autograd, the sorting network's and ReLU's
+    slope stages ("network") by their closed forms."""
     from certopt.sdp import GroupSort
     from certopt.sdp.first_order import _Evaluation, _Parametrization
-    from certopt.sdp.rules import groupsort_encoding
+    from certopt.sdp.rules import GroupSortQC, groupsort_encoding
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 8), GroupSort(4), nn.Linear(8, 8), nn.ReLU(),
                         nn.Linear(8, 3)).double()
-    with groupsort_encoding("qc"):
+    with groupsort_encoding(encoding):
         program = compile_network(net)
+    assert any(isinstance(st.qc, GroupSortQC) for st in program.stages) == (encoding == "qc")
     weights, _ = initial_multipliers(program)
     starts = [st.qc.sector_multipliers(t) for st, t in zip(program.stages, weights)]
     cpu = torch.device("cpu")
