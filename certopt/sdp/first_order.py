@@ -70,8 +70,11 @@ Gradient (envelope theorem, no autograd through the factorisations).  With
     dF = (Σg)·⟨G^{-1/2} P G^{-1/2}, dR⟩ = −tr(Zᵀ dM_0 Z),   Z = U G^{-1/2} V diag(√(Σg)·√p),
 
 a low-rank (``n × k``, ``k`` = eigenvalues with non-negligible weight)
-quadratic form of the LMI; it is differentiated by autograd through the
-stages' QC forms only.  Cost per evaluation: one Cholesky of order
+quadratic form of the LMI, linear in the multipliers: a slope-restricted
+stage's derivative is ``∂/∂t_i = −α_iβ_i‖H_i‖² + (α_i+β_i)⟨H_i, P_i⟩ − ‖P_i‖²``
+(``H = C_s Z``, ``P = Z_s``, :meth:`~certopt.sdp.program.QuadraticConstraint.trace_gradient`);
+stages without a closed form (GroupSort's QC) go through autograd on their QC forms
+only.  Cost per evaluation: one Cholesky of order
 ``Σ_{s>=1} n_s`` (leading segments whose block of ``S`` is diagonal, e.g. the
 first ReLU layer, are eliminated first: :class:`_BlockCholesky`), one
 triangular solve with ``r`` right-hand sides, one symmetric
