@@ -1,6 +1,7 @@
 """First-order LipSDP solver against an independent dense cvxpy LipSDP-Neuron."""
 
 import math
+import operator
 import warnings
 
 import cvxpy as cp
@@ -274,3 +275,18 @@ def test_inf_on_a_two_layer_maxmin_net_matches_interior_point(n_in, width, n_out
     assert result.verified and reference.verified and result.check()
     assert reference.bound * (1 - 1e-6) <= result.bound <= reference.bound * (1 + 1e-3)
     assert len(result.input_weight) == n_in and result.lower <= result.bound
+
+
+def test_slope_trace_gradient_matches_autograd():
+    """``SlopeRestricted.trace_gradient`` (closed form) against autograd through its form."""
+    from certopt.sdp.first_order import _form_trace
+    from certopt.sdp.program import SlopeRestricted
+
+    gen = torch.Generator().manual_seed(0)
+    alpha = np.array([-1.0, 0.0, 0.1, -0.5, 0.25])
+    qc = SlopeRestricted(alpha, alpha + np.array([2.0, 1.0, 0.9, 0.25, 0.0]))
+    pre, out = (torch.randn(5, 3, dtype=torch.float64, generator=gen) for _ in range(2))
+    t = torch.rand(5, dtype=torch.float64, generator=gen).requires_grad_(True)
+    (expected,) = torch.autograd.grad(_form_trace(qc.form({"t": t}, operator.mul), pre, out), t)
+    closed = qc.trace_gradient({"t": t.detach()}, pre, out)["t"]
+    torch.testing.assert_close(closed, expected, rtol=1e-12, atol=1e-12)
