@@ -1,6 +1,8 @@
 """The ADMM's float32 phase (``SolverOptions.mixed_precision``): float64 answers and
 certificates, checked against the float64-only solve and the cvxpy reference."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -88,6 +90,24 @@ def test_float64_phase_continues_from_where_the_float32_phase_stopped(monkeypatc
     assert history["gap_iteration"][-1] == result.n_iter
 
 
+def test_targets_beyond_float32_range_are_solved_in_float64_from_zero():
+    problem = _regression(n=100, d=3, n_patterns=10)
+    # y and lam times 1e39 (y overflows float32): the same program, F times 1e78; rho fixed
+    # at the unscaled default, under which the ADMM's iterates scale with y
+    scale = 1e39
+    big = dataclasses.replace(problem, y=problem.y * scale, lam=problem.lam * scale)
+    options = SolverOptions(tol=TOL, rho=problem.lam)
+    plain = solve_admm(big, dataclasses.replace(options, mixed_precision=False))
+    result = solve_admm(big, options)
+    assert plain.status is Status.OPTIMAL and result.status is Status.OPTIMAL
+    # the float32 phase stops NUMERICAL at its first check; float64 starts afresh
+    assert result.history["float32_iterations"] == [25.0]
+    assert result.n_iter == plain.n_iter + 25
+    assert result.objective == plain.objective and result.bound == plain.bound
+    reference = solve_admm(problem, dataclasses.replace(options, mixed_precision=False))
+    assert result.objective == pytest.approx(reference.objective * scale ** 2, rel=10 * TOL)
+
+
 def test_float32_phase_only_for_float64_data_and_loose_tol():
     problem = _regression()
     tight = solve_admm(problem, SolverOptions(tol=1e-6))
@@ -97,6 +117,19 @@ def test_float32_phase_only_for_float64_data_and_loose_tol():
     result = solve_admm(single, SolverOptions(tol=TOL))
     assert result.status is Status.OPTIMAL and "float32_iterations" not in result.history
     assert result.v.dtype == torch.float32
+
+
+@pytest.mark.cuda
+def test_float32_phase_on_cuda():
+    problem = _regression()
+    X, y = problem.X[:, :-1].numpy(), problem.y.numpy()
+    gpu_problem = ConvexReLUProblem.from_data(X, y, lam=problem.lam, n_patterns=20,
+                                              random_state=0, device="cuda")
+    result = solve_admm(gpu_problem, SolverOptions(tol=TOL))
+    cpu = solve_admm(problem, SolverOptions(tol=TOL))
+    assert result.status is Status.OPTIMAL and result.history["float32_iterations"][0] > 0
+    assert result.v.device.type == "cuda" and result.v.dtype == torch.float64
+    assert result.objective == pytest.approx(cpu.objective, rel=10 * TOL)
 
 
 def test_mixed_precision_must_be_a_flag():
