@@ -548,10 +548,11 @@ MIXED_PRECISION_MIN_TOL = 1e-5
 """Smallest tol at which :func:`solve_admm` runs its float32 phase first.  float32's unit
 round-off is 6e-8 and the float32 iteration's relative residuals level off at about
 1e-6 (measured 5e-7 to 2e-6 on the squared loss: sums over n samples of products that
-round at 6e-8).  In the measured solves a certified gap of tol came with relative primal
-residuals of tol / 7 (hinge) to tol / 300 (squared, n = 300), so at tol = 1e-5 the float32 phase still does most of the work (at n =
-1000: 5850 of 8000 iterations, 21% less CPU time than float64 only) and below it would
-mostly stall; the solve then stays float64."""
+round at 6e-8).  In the measured solves a certified gap of tol came with relative
+primal residuals of tol / 7 (hinge) to tol / 300 (squared, n = 300), so at tol = 1e-5
+the float32 phase still does most of the work (at n = 1000: 5850 of 8000 iterations,
+21% less CPU time than float64 only) and below it would mostly stall; the solve then
+stays float64."""
 
 FLOAT32_SHARE = 0.5
 """Share of ``max_iter`` the float32 phase may take, so the float64 phase always has the
