@@ -33,11 +33,12 @@ rho of single solves; :func:`path_options` turns it on along paths); the cone
 weight gamma (a penalty gamma^2 rho on the cone constraints).  The figures
 behind these defaults are in benchmarks/RESULTS.md.
 
-Mixed precision (``mixed_precision``, on by default, for the single fits of
-:func:`solve_admm`): on float64 data at tol >= MIXED_PRECISION_MIN_TOL the
-iterations run first on a float32 copy of the data (half the bytes per product
-and pass), their certificate checks computed in float64, and the solve goes on
-in float64 from the float32 state when float32 stalls before certifying tol.
+Mixed precision (``mixed_precision``, on by default, :func:`solve_admm_from`):
+on float64 data at tol >= MIXED_PRECISION_MIN_TOL and with at least
+MIXED_PRECISION_MIN_ENTRIES pattern entries the iterations run first on a
+float32 copy of the data (half the bytes per product and pass), their
+certificate checks computed in float64, and the solve goes on in float64 from
+the float32 state when float32 stalls before certifying tol.
 
 The u-system (step 2), two solvers (``options.linear_solver``):
 
@@ -554,6 +555,13 @@ the float32 phase still does most of the work (at n = 1000: 5850 of 8000 iterati
 21% less CPU time than float64 only) and below it would mostly stall; the solve then
 stays float64."""
 
+MIXED_PRECISION_MIN_ENTRIES = 20_000
+"""Fewest entries P n of the (P, n) patterns for the float32 phase.  On smaller problems
+a float32 step saves less (1.3x at n = 300, P = 20, d = 11, against 1.5-1.85x from
+P n = 20 000 up) and the iterations float32 spends stalled weigh more: whole solves
+took 1.07-1.5x float64's CPU time in four of five cases at P n = 4000-6000, and
+0.53-0.98x at P n = 24 000 and above (benchmarks/RESULTS.md)."""
+
 FLOAT32_SHARE = 0.5
 """Share of ``max_iter`` the float32 phase may take, so the float64 phase always has the
 rest (it continues from the float32 point, so the iterations are not lost)."""
@@ -570,68 +578,24 @@ STALL_FACTOR = 0.5
 
 
 def uses_float32_phase(problem: ConvexReLUProblem, options: SolverOptions) -> bool:
-    """True when :func:`solve_admm` runs a float32 phase first: ``options.mixed_precision``
-    on float64 data with tol >= MIXED_PRECISION_MIN_TOL and a budget for both phases."""
+    """True when :func:`solve_admm_from` runs a float32 phase first:
+    ``options.mixed_precision`` on float64 data with tol >= MIXED_PRECISION_MIN_TOL, at
+    least MIXED_PRECISION_MIN_ENTRIES pattern entries and a budget for both phases."""
     return (check_flag(options.mixed_precision, "mixed_precision")
             and problem.X.dtype == torch.float64
             and options.tol >= MIXED_PRECISION_MIN_TOL
+            and problem.n_patterns * problem.n_samples >= MIXED_PRECISION_MIN_ENTRIES
             and int(FLOAT32_SHARE * options.max_iter) >= CERTIFY_EVERY)
 
 
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
-    """Run the ADMM on ``problem`` from zero; see :func:`solve_admm_from`.
-
-    Mixed precision (``options.mixed_precision``, :func:`uses_float32_phase`): on
-    float64 data at a loose tol, the ADMM iterates first on a float32 copy of the
-    problem (same patterns, same sigma = ||X||_2 computed in float64, same rho), which
-    halves the bytes of every product and element-wise pass.  Its certificate checks
-    are the float64 ones: the iterate (v, w), the dual candidates and the cone
-    multipliers are cast to float64 and certified on the float64 problem, with the
-    same tests as :func:`solve_admm_from` (gap <= tol, F not below the bound, cone
-    violation <= tol).  A certificate is valid for any (v, w) and any dual point, so
-    the float32 iteration only decides how good they are, never whether the proof
-    holds: OPTIMAL means a float64 certificate proved gap <= tol, as without it.
-    When the float32 phase cannot certify (it stalls, FLOAT32_STALL_ITERATIONS, as
-    round-off sets in, or used FLOAT32_SHARE of ``max_iter``), its state (x and the
-    unscaled multipliers) is cast to float64 and the ADMM goes on from there on the
-    float64 problem with the rest of the budget: the ADMM converges from any start,
-    so this phase finishes the work (NUMERICAL float32 iterates: it starts from
-    zero).  The result is float64; ``n_iter`` counts both phases; the history holds
-    both phases' checks in order (``gap_iteration`` counted from the start) and
-    ``history["float32_iterations"]`` the float32 ones (no such key when the phase did
-    not run).  On float32 data the whole solve stays float32, as before.
-    """
-    start = time.perf_counter()
-    check_scalar(options.max_iter, "max_iter", low=1, integer=True)
-    if not uses_float32_phase(problem, options):
-        return solve_admm_from(problem, options, None)[0]
-    sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
-    if sigma == 0.0:
-        return zero_network_result(problem, "admm")
-    single = dataclasses.replace(problem, X=problem.X.float(), y=problem.y.float(),
-                                 D=problem.D.float())
-    budget = int(FLOAT32_SHARE * options.max_iter)
-    run = _iterate(single, dataclasses.replace(options, max_iter=budget), sigma, None,
-                   certified_on=problem, stall_iterations=FLOAT32_STALL_ITERATIONS)
-    float32_iterations = run.n_iter
-    if run.status is not Status.OPTIMAL:
-        warm = None if run.status is Status.NUMERICAL else WarmStart(
-            run.x.double(), (run.T.rho * run.duals).double(), sigma, problem.lam)
-        rest = dataclasses.replace(options, max_iter=options.max_iter - float32_iterations,
-                                   rho=run.T.rho)
-        first, run = run, _iterate(problem, rest, sigma, warm)
-        run.history["gap_iteration"] = [it + first.n_iter
-                                        for it in run.history["gap_iteration"]]
-        for key, values in run.history.items():
-            run.history[key] = first.history[key] + values
-        run.n_iter += first.n_iter
-    run.history["float32_iterations"] = [float(float32_iterations)]
-    return _finish(problem, run, options, sigma, start)[0]
+    """Run the ADMM on ``problem`` from zero; see :func:`solve_admm_from`."""
+    return solve_admm_from(problem, options, None)[0]
 
 
 def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
                     warm_start: WarmStart | None) -> tuple[ConvexNNResult, WarmStart | None]:
-    """Run the ADMM on ``problem`` (on its device, in its dtype) and certify the answer.
+    """Run the ADMM on ``problem`` (on its device) and certify the answer.
 
     ``warm_start`` (from a solve on the same X, y and patterns, e.g. at another
     lam on a regularisation path) replaces the zero start.  Returns the result and
@@ -653,14 +617,57 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
     first, NUMERICAL if the iterates blew up.  The history holds, per residual
     check, the residuals, the objective G of s and rho, and per certificate check its
     certified relative gap (``"gap"``, at iteration ``"gap_iteration"``).
+
+    Mixed precision (``options.mixed_precision``, :func:`uses_float32_phase`): on
+    float64 data at a loose tol, the ADMM iterates first on a float32 copy of the
+    problem (same patterns, same sigma = ||X||_2 computed in float64, same rho, the
+    warm start cast to float32), which halves the bytes of every product and
+    element-wise pass.  Its certificate checks are the float64 ones: the iterate
+    (v, w), the dual candidates and the cone multipliers are cast to float64 and
+    certified on the float64 problem, with the tests above.  A certificate is valid
+    for any (v, w) and any dual point, so the float32 iteration only decides how good
+    they are, never whether the proof holds: OPTIMAL means a float64 certificate
+    proved gap <= tol, as without it.  When the float32 phase cannot certify (it
+    stalls, FLOAT32_STALL_ITERATIONS, as round-off sets in, or used FLOAT32_SHARE of
+    ``max_iter``), its state (x and the unscaled multipliers) is cast to float64 and
+    the ADMM goes on from there on the float64 problem with the rest of the budget:
+    the ADMM converges from any start, so this phase finishes the work (NUMERICAL
+    float32 iterates: it starts from ``warm_start`` again).  The result and the
+    returned warm start are float64; ``n_iter`` counts both phases; the history
+    holds both phases' checks in order (``gap_iteration`` counted from the start)
+    and ``history["float32_iterations"]`` the float32 ones (no such key when the
+    phase did not run).  On float32 data the whole solve stays float32, as before.
     """
     start = time.perf_counter()
     check_scalar(options.max_iter, "max_iter", low=1, integer=True)
     sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
     if sigma == 0.0:
         return zero_network_result(problem, "admm"), None
-    return _finish(problem, _iterate(problem, options, sigma, warm_start), options, sigma,
-                   start)
+    if not uses_float32_phase(problem, options):
+        return _finish(problem, _iterate(problem, options, sigma, warm_start), options, sigma,
+                       start)
+    single = dataclasses.replace(problem, X=problem.X.float(), y=problem.y.float(),
+                                 D=problem.D.float())
+    single_start = None if warm_start is None else dataclasses.replace(
+        warm_start, x=warm_start.x.float(), multipliers=warm_start.multipliers.float())
+    budget = int(FLOAT32_SHARE * options.max_iter)
+    run = _iterate(single, dataclasses.replace(options, max_iter=budget), sigma, single_start,
+                   certified_on=problem, stall_iterations=FLOAT32_STALL_ITERATIONS)
+    float32_iterations = run.n_iter
+    if run.status is not Status.OPTIMAL:
+        if run.status is not Status.NUMERICAL:
+            warm_start = WarmStart(run.x.double(), (run.T.rho * run.duals).double(), sigma,
+                                   problem.lam)
+        rest = dataclasses.replace(options, max_iter=options.max_iter - float32_iterations,
+                                   rho=run.T.rho)
+        first, run = run, _iterate(problem, rest, sigma, warm_start)
+        run.history["gap_iteration"] = [it + first.n_iter
+                                        for it in run.history["gap_iteration"]]
+        for key, values in run.history.items():
+            run.history[key] = first.history[key] + values
+        run.n_iter += first.n_iter
+    run.history["float32_iterations"] = [float(float32_iterations)]
+    return _finish(problem, run, options, sigma, start)
 
 
 @dataclasses.dataclass
@@ -812,4 +819,6 @@ def _finish(problem: ConvexReLUProblem, run: _Run, options: SolverOptions, sigma
     elif run.status is Status.NUMERICAL:
         warnings.warn("admm: the iterates are not finite", ConvergenceWarning, stacklevel=3)
         return result, None
-    return result, WarmStart(run.x, run.T.rho * run.duals, sigma, problem.lam)
+    dtype = problem.X.dtype  # the state of a float32 phase goes on in the problem's dtype
+    return result, WarmStart(run.x.to(dtype), (run.T.rho * run.duals).to(dtype), sigma,
+                             problem.lam)

@@ -7,13 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from certopt.convexnn.admm import solve_admm
+from certopt.convexnn.admm import path_options, solve_admm, solve_admm_from, uses_float32_phase
 from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.reference import solve_cvxpy
 from certopt.core.errors import InputTypeError
 from certopt.core.result import Status
 
 TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def float32_phase_at_any_size(monkeypatch):
+    """The float32 phase on these small problems too (it is size-gated for speed only)."""
+    monkeypatch.setattr("certopt.convexnn.admm.MIXED_PRECISION_MIN_ENTRIES", 0)
 
 
 def _regression(n=200, d=5, n_patterns=20, loss="squared", scales=0.0, duplicates=0, seed=0):
@@ -90,6 +96,20 @@ def test_float64_phase_continues_from_where_the_float32_phase_stopped(monkeypatc
     assert history["gap_iteration"][-1] == result.n_iter
 
 
+def test_warm_started_solves_go_through_the_float32_phase_and_hand_on_float64():
+    problem = _regression()
+    options = path_options(problem, SolverOptions(tol=TOL))
+    first, warm = solve_admm_from(problem, options, None)
+    assert warm.x.dtype == torch.float64 and warm.multipliers.dtype == torch.float64
+    at_lam = dataclasses.replace(problem, lam=0.5 * problem.lam)
+    result, next_warm = solve_admm_from(at_lam, options, warm)
+    reference = solve_cvxpy(at_lam, SolverOptions())
+    assert first.status is Status.OPTIMAL
+    _assert_certified_against(result, reference, TOL)
+    assert result.history["float32_iterations"][0] > 0
+    assert next_warm.x.dtype == torch.float64
+
+
 def test_targets_beyond_float32_range_are_solved_in_float64_from_zero():
     problem = _regression(n=100, d=3, n_patterns=10)
     # y and lam times 1e39 (y overflows float32): the same program, F times 1e78; rho fixed
@@ -106,6 +126,15 @@ def test_targets_beyond_float32_range_are_solved_in_float64_from_zero():
     assert result.objective == plain.objective and result.bound == plain.bound
     reference = solve_admm(problem, dataclasses.replace(options, mixed_precision=False))
     assert result.objective == pytest.approx(reference.objective * scale ** 2, rel=10 * TOL)
+
+
+def test_float32_phase_only_from_a_size(monkeypatch):
+    monkeypatch.undo()  # the module's size rule
+    options = SolverOptions(tol=TOL)
+    assert not uses_float32_phase(_regression(n=900, n_patterns=20), options)  # P n = 18 000
+    assert uses_float32_phase(_regression(n=1500, n_patterns=20), options)  # P n = 30 000
+    assert not uses_float32_phase(_regression(n=1500, n_patterns=20),
+                                  SolverOptions(tol=TOL, mixed_precision=False))
 
 
 def test_float32_phase_only_for_float64_data_and_loose_tol():
