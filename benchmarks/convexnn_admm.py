@@ -12,7 +12,8 @@ network (math note section 1):
   --reference FILE the Clarabel optimum and time are read from a JSON file
   (keys "objective", "solve_time", as written by an earlier run with --save)
   instead of solving again (a Clarabel solve at n = 2000 takes minutes);
-* ``solver="auto"`` at the estimators' default tol (a certified gap of 1e-4), CPU s;
+* ``solver="auto"`` at the estimators' default tol (a certified gap of 1e-4), CPU s,
+  with the ADMM's float32 phase (the default) and without it (``float64 only``);
 * pyscnn (``make bench-deps``, optional: skipped with a message when absent),
   its augmented Lagrangian on the same patterns, scored by F like the others and
   certified by our certificate (the CPU seconds to a certified gap of 1e-4, as
@@ -91,14 +92,14 @@ def run_admm(problem: ConvexReLUProblem, optimum: float, cone_weight: float
     return seconds, cpu_seconds, error, result.n_iter
 
 
-def run_auto(problem: ConvexReLUProblem, optimum: float
+def run_auto(problem: ConvexReLUProblem, optimum: float, mixed_precision: bool = True
              ) -> tuple[float, float, float, float, str]:
     """(seconds, CPU seconds, relative error, certified relative gap, solver) of ``solver="auto"``
     at the estimators' default tol (1e-4, a certified gap), on the same patterns."""
     start, cpu_start = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        options = SolverOptions(tol=1e-4, max_iter=20_000)
+        options = SolverOptions(tol=1e-4, max_iter=20_000, mixed_precision=mixed_precision)
         result = SOLVERS["auto"](problem, options)
     gap = result.gap / abs(result.bound)
     return (time.perf_counter() - start, time.process_time() - cpu_start,
@@ -240,7 +241,7 @@ def main() -> None:
         sizes = [tuple(args.size)]
     if (args.reference or args.save) and len(sizes) != 1:
         parser.error("--reference and --save need a single size (--size or --quick)")
-    header = (f"{'n':>5} {'d':>3} {'P':>4} | {'method':<22} {'seconds':>9} {'rel.err':>9} "
+    header = (f"{'n':>5} {'d':>3} {'P':>4} | {'method':<32} {'seconds':>9} {'rel.err':>9} "
               f"{'vs ADMM':>8}")
     print(f"torch threads: {torch.get_num_threads()}, ADMM cone_weight: {args.cone_weight:g}")
     print(header)
@@ -261,6 +262,10 @@ def main() -> None:
         rows.insert(1, (f"auto -> {auto_name}", auto_seconds, auto_error))
         print(f"      (solver='auto' chose {auto_name}: certified relative gap {auto_gap:.1e}, "
               f"{auto_cpu:.2f} CPU s)")
+        plain_seconds, plain_cpu, plain_error, plain_gap, _ = run_auto(problem, optimum, False)
+        rows.insert(2, (f"auto -> {auto_name}, float64 only", plain_seconds, plain_error))
+        print(f"      (float64 only, mixed_precision=False: certified relative gap "
+              f"{plain_gap:.1e}, {plain_cpu:.2f} CPU s)")
         pyscnn = run_pyscnn(problem, optimum, P)
         if pyscnn is not None:
             pyscnn_seconds, pyscnn_error, pyscnn_gap, pyscnn_certified = pyscnn
@@ -277,7 +282,7 @@ def main() -> None:
             on_device = name.startswith(("ADMM", "Adam"))
             report(f"convexnn_admm n={n} d={d} P={P} {name.split(' (')[0]}", secs,
                    device=args.device if on_device else "cpu")
-            print(f"{n:>5} {d:>3} {P:>4} | {name:<22} {secs:>9.2f} {err:>9.1e} "
+            print(f"{n:>5} {d:>3} {P:>4} | {name:<32} {secs:>9.2f} {err:>9.1e} "
                   f"{secs / admm_seconds:>7.1f}x")
         print(f"      (ADMM used {cpu_seconds:.2f} s of CPU time for its {seconds:.2f} s of "
               "wall time; with 1 thread, more wall time means a loaded machine)")

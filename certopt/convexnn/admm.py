@@ -33,6 +33,13 @@ rho of single solves; :func:`path_options` turns it on along paths); the cone
 weight gamma (a penalty gamma^2 rho on the cone constraints).  The figures
 behind these defaults are in benchmarks/RESULTS.md.
 
+Mixed precision (``mixed_precision``, on by default, :func:`solve_admm_from`):
+on float64 data at tol >= MIXED_PRECISION_MIN_TOL and with at least
+MIXED_PRECISION_MIN_ENTRIES pattern entries the iterations run first on a
+float32 copy of the data (half the bytes per product and pass), their
+certificate checks computed in float64, and the solve goes on in float64 from
+the float32 state when float32 stalls before certifying tol.
+
 The u-system (step 2), two solvers (``options.linear_solver``):
 
 * ``"direct"``: the Woodbury identity.  With K = I + gamma^2 X^T X, G^T G is
@@ -69,7 +76,7 @@ import scipy.linalg.blas
 import torch
 
 from certopt.convexnn.certificate import NNLS_STEPS, certify, within_tolerance
-from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
+from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions, check_flag
 from certopt.convexnn.result import ConvexNNResult
 from certopt.core.anderson import AndersonAccelerator
 from certopt.core.arrays import check_scalar
@@ -457,15 +464,20 @@ def _certificate(problem: ConvexReLUProblem, T: _FixedPointMap, x: torch.Tensor,
     Dual candidates: the ADMM's multiplier of z = F u and the gradient of L at the
     prediction; cone multipliers mu = -gamma rho c_v, nu = -gamma rho c_w, refitted
     for at most ``nnls_steps`` steps (0: taken as they are, a check costing about
-    two iterations).
+    two iterations).  The ADMM's state may be of a lower precision than ``problem``
+    (the float32 phase of :func:`solve_admm`): it is cast to ``problem``'s dtype and
+    everything certified is computed there (any v, w and dual candidates give a
+    valid certificate, so only its tightness depends on the state's precision).
     """
+    dtype = problem.X.dtype
     s, (a, _, c) = T.split(x)[1], T.split(duals)
-    v, w = s[0] / sigma, s[1] / sigma
+    v, w = (s[0] / sigma).to(dtype), (s[1] / sigma).to(dtype)
     rho, weight = T.rho, T.ops.cone_weight
-    candidates = [T.block.multiplier(a, Fu, rho),
+    candidates = [T.block.multiplier(a, Fu, rho).to(dtype),
                   problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
-    return certify(problem, v, w, duals=candidates, mu=-rho * weight * c[0],
-                   nu=-rho * weight * c[1], nnls_steps=nnls_steps, solver="admm", **fields)
+    return certify(problem, v, w, duals=candidates, mu=(-rho * weight * c[0]).to(dtype),
+                   nu=(-rho * weight * c[1]).to(dtype), nnls_steps=nnls_steps,
+                   solver="admm", **fields)
 
 
 def _meets_cones(problem: ConvexReLUProblem, result: ConvexNNResult, tol: float) -> bool:
@@ -533,6 +545,49 @@ def path_options(problem: ConvexReLUProblem, options: SolverOptions) -> SolverOp
     return options
 
 
+MIXED_PRECISION_MIN_TOL = 1e-5
+"""Smallest tol at which :func:`solve_admm` runs its float32 phase first.  float32's unit
+round-off is 6e-8 and the float32 iteration's relative residuals level off at about
+1e-6 (measured 5e-7 to 2e-6 on the squared loss: sums over n samples of products that
+round at 6e-8).  In the measured solves a certified gap of tol came with relative
+primal residuals of tol / 7 (hinge) to tol / 300 (squared, n = 300), so at tol = 1e-5
+the float32 phase still does most of the work (at n = 1000: 5850 of 8000 iterations,
+21% less CPU time than float64 only) and below it would mostly stall; the solve then
+stays float64."""
+
+MIXED_PRECISION_MIN_ENTRIES = 20_000
+"""Fewest entries P n of the (P, n) patterns for the float32 phase.  On smaller problems
+a float32 step saves less (1.3x at n = 300, P = 20, d = 11, against 1.5-1.85x from
+P n = 20 000 up) and the iterations float32 spends stalled weigh more: whole solves
+took 1.07-1.5x float64's CPU time in four of five cases at P n = 4000-6000, and
+0.53-0.98x at P n = 24 000 and above (benchmarks/RESULTS.md)."""
+
+FLOAT32_SHARE = 0.5
+"""Share of ``max_iter`` the float32 phase may take, so the float64 phase always has the
+rest (it continues from the float32 point, so the iterations are not lost)."""
+
+FLOAT32_STALL_ITERATIONS = 1000
+"""The float32 phase hands over to float64 when in this many iterations neither the
+larger of its relative residuals nor its certified gap fell below STALL_FACTOR times
+its value at the last such progress: round-off, not the method, sets the pace there
+(on logistic data the float32 dual residual levelled off at 1e-3 where float64's went
+on halving every 600 iterations; benchmarks/RESULTS.md)."""
+
+STALL_FACTOR = 0.5
+"""The decrease that counts as progress for FLOAT32_STALL_ITERATIONS."""
+
+
+def uses_float32_phase(problem: ConvexReLUProblem, options: SolverOptions) -> bool:
+    """True when :func:`solve_admm_from` runs a float32 phase first:
+    ``options.mixed_precision`` on float64 data with tol >= MIXED_PRECISION_MIN_TOL, at
+    least MIXED_PRECISION_MIN_ENTRIES pattern entries and a budget for both phases."""
+    return (check_flag(options.mixed_precision, "mixed_precision")
+            and problem.X.dtype == torch.float64
+            and options.tol >= MIXED_PRECISION_MIN_TOL
+            and problem.n_patterns * problem.n_samples >= MIXED_PRECISION_MIN_ENTRIES
+            and int(FLOAT32_SHARE * options.max_iter) >= CERTIFY_EVERY)
+
+
 def solve_admm(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
     """Run the ADMM on ``problem`` from zero; see :func:`solve_admm_from`."""
     return solve_admm_from(problem, options, None)[0]
@@ -562,12 +617,87 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
     first, NUMERICAL if the iterates blew up.  The history holds, per residual
     check, the residuals, the objective G of s and rho, and per certificate check its
     certified relative gap (``"gap"``, at iteration ``"gap_iteration"``).
+
+    Mixed precision (``options.mixed_precision``, :func:`uses_float32_phase`): on
+    float64 data at a loose tol, the ADMM iterates first on a float32 copy of the
+    problem (same patterns, same sigma = ||X||_2 computed in float64, same rho, the
+    warm start cast to float32), which halves the bytes of every product and
+    element-wise pass.  Its certificate checks are the float64 ones: the iterate
+    (v, w), the dual candidates and the cone multipliers are cast to float64 and
+    certified on the float64 problem, with the tests above.  A certificate is valid
+    for any (v, w) and any dual point, so the float32 iteration only decides how good
+    they are, never whether the proof holds: OPTIMAL means a float64 certificate
+    proved gap <= tol, as without it.  When the float32 phase cannot certify (it
+    stalls, FLOAT32_STALL_ITERATIONS, as round-off sets in, or used FLOAT32_SHARE of
+    ``max_iter``), its state (x and the unscaled multipliers) is cast to float64 and
+    the ADMM goes on from there on the float64 problem with the rest of the budget:
+    the ADMM converges from any start, so this phase finishes the work (NUMERICAL
+    float32 iterates: it starts from ``warm_start`` again).  The result and the
+    returned warm start are float64; ``n_iter`` counts both phases; the history
+    holds both phases' checks in order (``gap_iteration`` counted from the start)
+    and ``history["float32_iterations"]`` the float32 ones (no such key when the
+    phase did not run).  On float32 data the whole solve stays float32, as before.
     """
     start = time.perf_counter()
     check_scalar(options.max_iter, "max_iter", low=1, integer=True)
     sigma = float(torch.linalg.matrix_norm(problem.X, ord=2))
     if sigma == 0.0:
         return zero_network_result(problem, "admm"), None
+    if not uses_float32_phase(problem, options):
+        return _finish(problem, _iterate(problem, options, sigma, warm_start), options, sigma,
+                       start)
+    single = dataclasses.replace(problem, X=problem.X.float(), y=problem.y.float(),
+                                 D=problem.D.float())
+    single_start = None if warm_start is None else dataclasses.replace(
+        warm_start, x=warm_start.x.float(), multipliers=warm_start.multipliers.float())
+    budget = int(FLOAT32_SHARE * options.max_iter)
+    run = _iterate(single, dataclasses.replace(options, max_iter=budget), sigma, single_start,
+                   certified_on=problem, stall_iterations=FLOAT32_STALL_ITERATIONS)
+    float32_iterations = run.n_iter
+    if run.status is not Status.OPTIMAL:
+        if run.status is not Status.NUMERICAL:
+            warm_start = WarmStart(run.x.double(), (run.T.rho * run.duals).double(), sigma,
+                                   problem.lam)
+        rest = dataclasses.replace(options, max_iter=options.max_iter - float32_iterations,
+                                   rho=run.T.rho)
+        first, run = run, _iterate(problem, rest, sigma, warm_start)
+        run.history["gap_iteration"] = [it + first.n_iter
+                                        for it in run.history["gap_iteration"]]
+        for key, values in run.history.items():
+            run.history[key] = first.history[key] + values
+        run.n_iter += first.n_iter
+    run.history["float32_iterations"] = [float(float32_iterations)]
+    return _finish(problem, run, options, sigma, start)
+
+
+@dataclasses.dataclass
+class _Run:
+    """Where a stretch of ADMM iterations ended: the state of its last residual check."""
+
+    T: _FixedPointMap
+    status: Status
+    n_iter: int
+    history: dict[str, list[float]]
+    x: torch.Tensor  # the prox output (z, s, t) of the last check's T(p), flat
+    duals: torch.Tensor  # its scaled duals (a, b, c)
+    Fu: torch.Tensor
+    primal_rel: float
+    dual_rel: float
+    certified: ConvexNNResult | None  # the check that passed every stopping test
+
+
+def _iterate(problem: ConvexReLUProblem, options: SolverOptions, sigma: float,
+             warm_start: WarmStart | None, certified_on: ConvexReLUProblem | None = None,
+             stall_iterations: int | None = None) -> _Run:
+    """The ADMM iterations of :func:`solve_admm_from` on data rescaled by ``sigma``.
+
+    The certificate checks are computed on ``certified_on`` (default ``problem``; the
+    same program in a higher precision for the float32 phase of :func:`solve_admm`).
+    With ``stall_iterations``, also stops (status INACCURATE) once in that many
+    iterations neither max(relative primal, relative dual residual) nor the certified
+    gap fell below STALL_FACTOR times its value at the last such progress.
+    """
+    certified_on = problem if certified_on is None else certified_on
     T = _FixedPointMap(problem, options, sigma)
     T.set_rho(float(options.rho) if options.rho is not None else default_rho(problem))
     alpha = RELAXATION
@@ -584,6 +714,8 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
         p = anchor = torch.add(warm_start.x, warm_start.multipliers, alpha=scale)
     status, n_iter, last_rho_change = Status.MAX_ITER, 0, 0
     primal_rel = dual_rel = math.inf
+    progress_residual = progress_gap = math.inf
+    last_progress = 0
     next_refit = 0
     below = False
     certified: ConvexNNResult | None = None
@@ -623,7 +755,7 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
             feasible = primal_rel <= options.tol
             refit = feasible and dual_rel <= options.tol and it >= next_refit
             if refit or (feasible and it % CERTIFY_EVERY == 0):
-                check = _certificate(problem, T, x_next, duals, Fu, sigma,
+                check = _certificate(certified_on, T, x_next, duals, Fu, sigma,
                                      NNLS_STEPS if refit else 0, status=Status.OPTIMAL,
                                      n_iter=it, solve_time=0.0)
                 if refit:
@@ -632,9 +764,16 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
                 history["gap_iteration"].append(it)
                 below = check.objective < check.bound - options.tol * abs(check.bound)
                 if (within_tolerance(check.objective, check.bound, options.tol) and not below
-                        and _meets_cones(problem, check, options.tol)):
+                        and _meets_cones(certified_on, check, options.tol)):
                     status, certified = Status.OPTIMAL, check
                     break
+                if 0.0 < history["gap"][-1] <= STALL_FACTOR * progress_gap:
+                    progress_gap, last_progress = history["gap"][-1], it
+            if max(primal_rel, dual_rel) <= STALL_FACTOR * progress_residual:
+                progress_residual, last_progress = max(primal_rel, dual_rel), it
+            if stall_iterations is not None and it - last_progress >= stall_iterations:
+                status = Status.INACCURATE
+                break
             if it == options.max_iter:
                 break
             imbalance = min(max(math.sqrt(primal_rel / max(dual_rel, 1e-300)),
@@ -654,21 +793,32 @@ def solve_admm_from(problem: ConvexReLUProblem, options: SolverOptions,
                 p = anchor = p_next
                 continue
             p, anchor = anderson_advance(accelerator, it, anchor, p_next)
-    fields = {"status": status, "n_iter": n_iter, "history": history,
+    return _Run(T, status, n_iter, history, x_next, duals, Fu, primal_rel, dual_rel, certified)
+
+
+def _finish(problem: ConvexReLUProblem, run: _Run, options: SolverOptions, sigma: float,
+            start: float) -> tuple[ConvexNNResult, WarmStart | None]:
+    """The certified result of ``run`` (solve time counted from ``start``), the warning
+    its status calls for, and the warm start for a next solve (None if NUMERICAL)."""
+    history = run.history
+    fields = {"status": run.status, "n_iter": run.n_iter, "history": history,
               "residuals": {"primal": history["primal_residual"][-1],
                             "dual": history["dual_residual"][-1]}}
-    result = _certificate(problem, T, x_next, duals, Fu, sigma, NNLS_STEPS, **fields,
-                          solve_time=time.perf_counter() - start)
+    result = _certificate(problem, run.T, run.x, run.duals, run.Fu, sigma, NNLS_STEPS,
+                          **fields, solve_time=time.perf_counter() - start)
+    certified = run.certified
     if certified is not None and certified.bound > result.bound:  # the refit lost ground
         result = dataclasses.replace(certified, **fields, solve_time=result.solve_time)
-    if status is Status.MAX_ITER:
+    if run.status is Status.MAX_ITER:
         warnings.warn(
             f"admm: stopped at max_iter={options.max_iter} before certifying tol={options.tol} "
             f"(certified relative gap {result.gap / max(abs(result.bound), 1e-300):.2e}; "
-            f"relative residuals {primal_rel:.2e}, {dual_rel:.2e})",
-            ConvergenceWarning, stacklevel=2,
+            f"relative residuals {run.primal_rel:.2e}, {run.dual_rel:.2e})",
+            ConvergenceWarning, stacklevel=3,
         )
-    elif status is Status.NUMERICAL:
-        warnings.warn("admm: the iterates are not finite", ConvergenceWarning, stacklevel=2)
+    elif run.status is Status.NUMERICAL:
+        warnings.warn("admm: the iterates are not finite", ConvergenceWarning, stacklevel=3)
         return result, None
-    return result, WarmStart(x_next, T.rho * duals, sigma, problem.lam)
+    dtype = problem.X.dtype  # the state of a float32 phase goes on in the problem's dtype
+    return result, WarmStart(run.x.to(dtype), (run.T.rho * run.duals).to(dtype), sigma,
+                             problem.lam)

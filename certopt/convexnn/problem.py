@@ -60,6 +60,10 @@ class SolverOptions:
         ``"cg"`` (matrix free) or ``"auto"`` (direct up to a size).
     cone_weight : the ADMM's weight gamma > 0 of the cone block, t = gamma G u (a penalty
         gamma^2 rho on the cone constraints, rho on the others; see :mod:`admm`).
+    mixed_precision : let the ADMM on float64 data at tol >= 1e-5 (P n >= 20 000)
+        iterate in float32 first, its certificate checked in float64, and go on in
+        float64 if float32 stalls (up to twice as fast per iteration; the answer and its
+        certificate are float64 as without it; :func:`~certopt.convexnn.admm.solve_admm_from`).
     """
 
     max_iter: int = 10_000
@@ -71,6 +75,7 @@ class SolverOptions:
     adaptive_rho: bool = False
     linear_solver: str = "auto"
     cone_weight: float = 1.0
+    mixed_precision: bool = True
 
 
 MAX_PATTERN_BYTES = 2 ** 28
