@@ -14,12 +14,20 @@ benchmarks/RESULTS.md):
   where it was several times faster than the ADMM);
 * the ADMM otherwise.
 
+When the sampled program or the ADMM ends without certifying tol (MAX_ITER,
+INACCURATE, NUMERICAL) on a program with n P d <= IP_FALLBACK_MAX_SIZE, ``"auto"``
+solves it again by the interior point and returns that answer when it certifies
+tol (or a smaller gap): the ADMM's rate depends on the data's scale relative to
+lam (unstandardised features, a weak lam), the interior point's hardly does.
+
 Data that are exactly zero (no intercept) need no solver: every network
 predicts 0, and the zero network is certified optimal.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -29,6 +37,7 @@ from certopt.convexnn.problem import ConvexReLUProblem, SolverOptions
 from certopt.convexnn.reference import solve_cvxpy
 from certopt.convexnn.result import ConvexNNResult
 from certopt.convexnn.sampled import solve_sampled
+from certopt.core.result import Status
 
 Solver = Callable[[ConvexReLUProblem, SolverOptions], ConvexNNResult]
 
@@ -39,6 +48,10 @@ SAMPLED_MIN_SAMPLES = 2000
 """Fewest samples for which ``"auto"`` tries the sampled program first."""
 SAMPLED_MIN_TOL = 1e-2
 """Smallest tol at which ``"auto"`` tries the sampled program first."""
+IP_FALLBACK_MAX_SIZE = 2_000_000
+"""Largest n P d at which ``"auto"`` re-solves by the interior point when the first solver
+did not certify tol: there Clarabel takes at most a few minutes on one core (3 s at
+2.7e5, 53-77 s at 1.1e6; benchmarks/RESULTS.md)."""
 
 
 def prefers_interior_point(problem: ConvexReLUProblem) -> bool:
@@ -57,8 +70,34 @@ def choose_solver(problem: ConvexReLUProblem, options: SolverOptions) -> str:
 
 
 def solve_auto(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNResult:
-    """Solve with the solver :func:`choose_solver` picks (its name is in ``result.solver``)."""
-    return SOLVERS[choose_solver(problem, options)](problem, options)
+    """Solve with the solver :func:`choose_solver` picks (its name is in ``result.solver``),
+    then, when that did not certify tol and n P d <= IP_FALLBACK_MAX_SIZE, by the interior
+    point: its answer is returned when its certified relative gap is the smaller (with
+    ``solve_time`` counting both solves and ``residuals["first_solver_iterations"]`` the
+    first solver's iterations); the first solver's warnings are raised only when its
+    answer is the one returned."""
+    name = choose_solver(problem, options)
+    size = problem.n_samples * problem.n_patterns * problem.n_features
+    if name == "cvxpy" or size > IP_FALLBACK_MAX_SIZE:
+        return SOLVERS[name](problem, options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = SOLVERS[name](problem, options)
+    if first.status is not Status.OPTIMAL:
+        second = solve_cvxpy(problem, options)
+        if _relative_gap(second) < _relative_gap(first):
+            return dataclasses.replace(
+                second, solve_time=first.solve_time + second.solve_time,
+                residuals={**second.residuals, "first_solver_iterations": float(first.n_iter)})
+    for record in caught:
+        warnings.warn(record.message, record.category, stacklevel=2)
+    return first
+
+
+def _relative_gap(result: ConvexNNResult) -> float:
+    """The certified relative gap |F - bound| / |bound| (inf when not finite)."""
+    gap = abs(result.gap) / max(abs(result.bound), 1e-300)
+    return gap if gap == gap else float("inf")
 
 
 SOLVERS: dict[str, Solver] = {

@@ -53,6 +53,38 @@ def test_auto_runs_the_chosen_solver(monkeypatch):
     assert est.certificate_.status is Status.OPTIMAL
 
 
+def _unstandardised(n=300, d=8, seed=0):
+    """Features on scales 0.1 .. 10 (not standardised), a smooth target: data on which
+    the ADMM at lam = 1e-3 ran 10 000 iterations without certifying 1e-4 (gap 1.4e-2)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * np.logspace(-1, 1, d)
+    return X, np.tanh(X @ rng.standard_normal(d) / d) + 0.1 * rng.standard_normal(n)
+
+
+def test_auto_falls_back_to_the_interior_point_when_the_admm_does_not_certify():
+    problem = ConvexReLUProblem.from_data(*_unstandardised(), lam=1e-3, n_patterns=60,
+                                          random_state=0)
+    assert solvers.choose_solver(problem, SolverOptions(tol=1e-4)) == "admm"
+    options = SolverOptions(tol=1e-4, max_iter=200)  # the ADMM stops far from tol
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # the ADMM's warning is dropped
+        result = solvers.solve(problem, options)
+    assert result.solver == "cvxpy" and result.status is Status.OPTIMAL
+    assert result.residuals["first_solver_iterations"] == 200
+    assert abs(result.gap) <= 1e-5 * abs(result.bound)  # Clarabel: about 1e-7
+    reference = solve_cvxpy(problem, options)
+    assert result.objective == pytest.approx(reference.objective, rel=1e-6)
+
+
+def test_auto_keeps_the_admm_answer_and_its_warning_above_the_fallback_size(monkeypatch):
+    problem = ConvexReLUProblem.from_data(*_unstandardised(), lam=1e-3, n_patterns=60,
+                                          random_state=0)
+    monkeypatch.setattr(solvers, "IP_FALLBACK_MAX_SIZE", 0)
+    with pytest.warns(ConvergenceWarning, match="max_iter=200"):
+        result = solvers.solve(problem, SolverOptions(tol=1e-4, max_iter=200))
+    assert result.solver == "admm" and result.status is Status.MAX_ITER
+
+
 @pytest.mark.parametrize("loss", ["squared", "hinge", "logistic"])
 def test_admm_and_interior_point_agree_with_the_global_optimum_to_1e_6(loss):
     rng = np.random.default_rng(1)
