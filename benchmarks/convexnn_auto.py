@@ -57,8 +57,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="four small cases")
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--loss", nargs="+", default=["squared", "hinge"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1, as every benchmark here)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     options = SolverOptions(tol=args.tol, max_iter=20_000)
     print(f"{'loss':<8} {'n':>4} {'d':>3} {'P':>4} {'P d':>5} {'P n d':>7} | {'ADMM s':>7} "
           f"{'status':<9} {'gap':>8} | {'Clarabel s':>10} {'status':<10} {'gap':>8} | "

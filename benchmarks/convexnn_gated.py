@@ -40,8 +40,10 @@ def _datasets(quick: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="breast cancer only")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1, as every benchmark here)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     default_sizes = dict(gated.GATED_IP_MAX_SIZE)
     print(f"{'data':28s} {'solver':6s} {'n P d':>9s} {'status':9s} {'gap':>9s} "
           f"{'F':>12s} {'iter':>6s} {'CPU s':>7s}")

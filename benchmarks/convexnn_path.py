@@ -28,8 +28,10 @@ from certopt.convexnn.admm import path_options, solve_admm
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 200, P = 20 (seconds)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1, as every benchmark here)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     n, d, P = (200, 3, 20) if args.quick else (600, 5, 40)
     rng = np.random.default_rng(1)
     X = rng.standard_normal((n, d))
