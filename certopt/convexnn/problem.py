@@ -248,6 +248,12 @@ class ConvexReLUProblem:
         return int(self.D.shape[0])
 
     @property
+    def size(self) -> int:
+        """n P d: samples x patterns x augmented features (the nonzeros of the cone
+        constraints), the size by which the solvers' ``"auto"`` rules choose."""
+        return self.n_samples * self.n_patterns * self.n_features
+
+    @property
     def signs(self) -> torch.Tensor:
         """(P, n) tensor S with S[i] = diag(2 D_i - I)."""
         return 2.0 * self.D - 1.0

@@ -56,8 +56,7 @@ did not certify tol: there Clarabel takes at most a few minutes on one core (3 s
 
 def prefers_interior_point(problem: ConvexReLUProblem) -> bool:
     """True when the program is small enough for the interior point to be the faster."""
-    size = problem.n_samples * problem.n_patterns * problem.n_features
-    return size <= IP_MAX_SIZE.get(problem.loss.name, min(IP_MAX_SIZE.values()))
+    return problem.size <= IP_MAX_SIZE.get(problem.loss.name, min(IP_MAX_SIZE.values()))
 
 
 def choose_solver(problem: ConvexReLUProblem, options: SolverOptions) -> str:
@@ -77,8 +76,7 @@ def solve_auto(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNRe
     first solver's iterations); the first solver's warnings are raised only when its
     answer is the one returned."""
     name = choose_solver(problem, options)
-    size = problem.n_samples * problem.n_patterns * problem.n_features
-    if name == "cvxpy" or size > IP_FALLBACK_MAX_SIZE:
+    if name == "cvxpy" or problem.size > IP_FALLBACK_MAX_SIZE:
         return SOLVERS[name](problem, options)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

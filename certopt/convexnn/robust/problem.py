@@ -312,8 +312,7 @@ def fit_robust(problem: ConvexReLUProblem, eps: float, norm: Any = "inf", solver
     robust = RobustProblem.from_problem(problem, eps, norm)
     options = options if options is not None else SolverOptions()
     if solver == "auto":
-        size = problem.n_samples * problem.n_patterns * problem.n_features
-        solver = "cvxpy" if size <= ROBUST_IP_MAX_SIZE else "admm"
+        solver = "cvxpy" if problem.size <= ROBUST_IP_MAX_SIZE else "admm"
     if solver == "admm":
         from certopt.convexnn.robust.admm import robust_admm
         return robust_admm(robust, options)
