@@ -36,6 +36,33 @@ from certopt.core.arrays import ArraySpec, as_tensor, check_scalar, resolve_devi
 from certopt.core.errors import InputValueError
 
 
+def one_vs_rest_targets(y: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(classes, the +-1 targets of each binary program) for labels y (n,): for two
+    classes one program with ``classes[1]`` as +1, for k > 2 one per class (one-vs-rest).
+    Fewer than two classes is an error naming y."""
+    check_classification_targets(y)
+    classes = np.unique(y)
+    if classes.shape[0] < 2:
+        raise InputValueError(
+            f"y: a classifier needs samples of at least two classes, got one class "
+            f"({classes[0]!r})"
+        )
+    positives = classes[1:] if classes.shape[0] == 2 else classes
+    return classes, [np.where(y == c, 1.0, -1.0) for c in positives]
+
+
+def predicted_labels(classes: np.ndarray, values: torch.Tensor, spec: ArraySpec
+                     ) -> np.ndarray | torch.Tensor:
+    """The labels of network outputs ``values``, (n,) (> 0 means ``classes[1]``) or (n, k)
+    (the largest wins): a tensor on X's device when X (``spec``) is a tensor and the labels
+    are numeric (torch has no strings), else a numpy array."""
+    index = (values > 0).long() if values.dim() == 1 else values.argmax(dim=1)
+    labels = classes[index.numpy()]
+    if spec.is_torch and labels.dtype.kind in "biuf":
+        return torch.as_tensor(labels, device=spec.device)
+    return labels
+
+
 def _validate(estimator: BaseEstimator, X: Any, y: Any = "no_validation", *, reset: bool,
               y_numeric: bool = False, multi_output: bool = False) -> Any:
     """sklearn's validation, with its ValueErrors re-raised as InputValueError."""
@@ -334,17 +361,10 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
         """Validated X and the +-1 targets of each binary program (one-vs-rest); sets
         ``classes_``."""
         X, y = _validate(self, X, y, reset=True)
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        if self.classes_.shape[0] < 2:
-            raise InputValueError(
-                f"y: a classifier needs samples of at least two classes, got one class "
-                f"({self.classes_[0]!r})"
-            )
+        self.classes_, targets = one_vs_rest_targets(y)
         if self._robust_eps() > 0 and self.classes_.shape[0] > 2:
             raise InputValueError("adversarial_eps > 0 supports binary labels only")
-        positives = [self.classes_[1:]] if self.classes_.shape[0] == 2 else self.classes_
-        return X, [np.where(y == c, 1.0, -1.0) for c in positives]
+        return X, targets
 
     def fit_path(self, X: Any, y: Any, lams: Any) -> list[ConvexReLUClassifier]:
         """Fit along a regularisation path: one fitted copy per lam, largest lam first
@@ -361,8 +381,5 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
         """Predicted labels, shape (n,): a tensor on X's device when X is a tensor and the
         labels are numeric (torch has no strings), else a numpy array."""
         values, spec = self._decision(X)
-        index = (values[:, 0] > 0).long() if values.shape[1] == 1 else values.argmax(dim=1)
-        labels = self.classes_[index.numpy()]
-        if spec.is_torch and labels.dtype.kind in "biuf":
-            return torch.as_tensor(labels, device=spec.device)
-        return labels
+        return predicted_labels(self.classes_, values[:, 0] if values.shape[1] == 1 else values,
+                                spec)

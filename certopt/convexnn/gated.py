@@ -36,11 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from certopt.convexnn.certificate import scaled_dual_bound, within_tolerance
-from certopt.convexnn.estimators import _validate
+from certopt.convexnn.estimators import _validate, one_vs_rest_targets, predicted_labels
 from certopt.convexnn.losses import get_loss
 from certopt.convexnn.problem import (
     ConvexReLUProblem,
@@ -143,9 +142,8 @@ def solve_gated_program(problem: ConvexReLUProblem, options: SolverOptions
     docstring).
     """
     start = time.perf_counter()
-    size = problem.n_samples * problem.n_patterns * problem.n_features
     duals: list[torch.Tensor] = []
-    if size <= GATED_IP_MAX_SIZE.get(problem.loss.name, 0):
+    if problem.size <= GATED_IP_MAX_SIZE.get(problem.loss.name, 0):
         u, status, duals, n_iter = solve_gated_cvxpy(problem, options)
     if not duals:  # too large for the interior point, or it returned no solution
         u, status, duals, n_iter = _fista_rounds(problem, options)
@@ -311,14 +309,8 @@ class GatedReLUClassifier(ClassifierMixin, _GatedReLUBase):
     def fit(self, X: Any, y: Any) -> GatedReLUClassifier:
         """Fit to X (n, d) and labels y (n,) of at least two classes."""
         X, y = _validate(self, X, y, reset=True)
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        if self.classes_.shape[0] < 2:
-            raise InputValueError(
-                f"y: a classifier needs samples of at least two classes, got one class "
-                f"({self.classes_[0]!r})")
-        positives = [self.classes_[1:]] if self.classes_.shape[0] == 2 else self.classes_
-        self._fit_targets(X, [np.where(np.isin(y, c), 1.0, -1.0) for c in positives])
+        self.classes_, targets = one_vs_rest_targets(y)
+        self._fit_targets(X, targets)
         return self
 
     def decision_function(self, X: Any) -> np.ndarray | torch.Tensor:
@@ -330,8 +322,4 @@ class GatedReLUClassifier(ClassifierMixin, _GatedReLUBase):
         """Predicted labels, shape (n,): a tensor on X's device when X is a tensor and the
         labels are numeric, else a numpy array."""
         values, spec = self._outputs(X)
-        index = (values > 0).long() if values.dim() == 1 else values.argmax(dim=1)
-        labels = self.classes_[index.numpy()]
-        if spec.is_torch and labels.dtype.kind in "biuf":
-            return torch.as_tensor(labels, device=spec.device)
-        return labels
+        return predicted_labels(self.classes_, values, spec)
