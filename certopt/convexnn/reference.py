@@ -76,13 +76,8 @@ def solve_cvxpy(problem: ConvexReLUProblem, options: SolverOptions) -> ConvexNNR
         status = Status.NUMERICAL if status is Status.OPTIMAL else status
     else:
         v, w = (torch.as_tensor(var.value, **like) for var in (V, W))
-        largest = float(torch.linalg.vector_norm(torch.cat([v, w]), dim=1).max())
-        for block in (v, w):
-            block[torch.linalg.vector_norm(block, dim=1) <= 1e-9 * largest] = 0.0
-        duals = [problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
-        if constraints[0].dual_value is not None:
-            multiplier = torch.as_tensor(constraints[0].dual_value, **like)
-            duals += [multiplier, -multiplier]
+        _drop_tiny_groups(v, w)
+        duals = _dual_candidates(problem, v, w, constraints[0])
         mu, nu = (torch.as_tensor(c.dual_value, **like).T if c.dual_value is not None
                   else None for c in constraints[1:])
         if mu is None or nu is None:
@@ -124,10 +119,25 @@ def solve_gated_cvxpy(problem: ConvexReLUProblem, options: SolverOptions
         zero = torch.zeros(problem.n_patterns, problem.n_features, **like)
         return zero, (Status.NUMERICAL if status is Status.OPTIMAL else status), [], n_iter
     u = torch.as_tensor(U.value, **like)
-    norms = torch.linalg.vector_norm(u, dim=1)
-    u[norms <= 1e-9 * float(norms.max())] = 0.0
-    duals = [problem.loss.gradient(problem.predict_convex(u, torch.zeros_like(u)), problem.y)]
+    _drop_tiny_groups(u)
+    return u, status, _dual_candidates(problem, u, torch.zeros_like(u), equation), n_iter
+
+
+def _drop_tiny_groups(*blocks: torch.Tensor) -> None:
+    """Zero, in place, the groups (rows) of ``blocks`` whose norm is <= 1e-9 times the
+    largest group norm of them all: interior-point solvers return tiny nonzero groups."""
+    norms = [torch.linalg.vector_norm(block, dim=1) for block in blocks]
+    largest = float(torch.cat(norms).max())
+    for block, norm in zip(blocks, norms):
+        block[norm <= 1e-9 * largest] = 0.0
+
+
+def _dual_candidates(problem: ConvexReLUProblem, v: torch.Tensor, w: torch.Tensor,
+                     equation: cp.Constraint) -> list[torch.Tensor]:
+    """Dual candidates l for the certificate: the loss gradient at the prediction of
+    (v, w) and +-(cvxpy's multiplier of the equation z = ...), when it returned one."""
+    duals = [problem.loss.gradient(problem.predict_convex(v, w), problem.y)]
     if equation.dual_value is not None:
-        multiplier = torch.as_tensor(equation.dual_value, **like)
+        multiplier = torch.as_tensor(equation.dual_value, dtype=v.dtype, device=v.device)
         duals += [multiplier, -multiplier]
-    return u, status, duals, n_iter
+    return duals
